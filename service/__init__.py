@@ -1,0 +1,3 @@
+"""lookout: talk to your cameras over MQTT."""
+
+__version__ = "0.1.0"

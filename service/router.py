@@ -1,0 +1,409 @@
+"""Dispatch: an explicit route table from inbound topics to plain async handlers.
+
+Two kinds of route:
+
+* :class:`RequestRoute` for ``<prefix>/<user>/<kind>``: the envelope is read, the
+  request journaled (exactly once per user and id), acknowledged, validated against the
+  kind's model and handed to its handler in a task of its own. Whatever happens — a bad
+  payload, a handler exception, a cancel, shutdown — the caller gets exactly one
+  terminal reply.
+* :class:`MessageRoute` for everything else (Frigate topics, frames): the handler is
+  called inline and must be quick; its exceptions are logged and the loop lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from service.bus import Message
+from service.envelope import (
+    ErrorCode,
+    Publisher,
+    ReplyChannel,
+    ReplyRoute,
+    Request,
+    RequestError,
+    new_request_id,
+    peek_envelope,
+)
+from service.journal import Journal, JournalEntry
+from service.topics import RequestKind, TopicMap
+
+log = structlog.get_logger(__name__)
+
+MAX_IN_FLIGHT = 1024
+"""Requests running at once across all kinds; beyond it callers get `overloaded`."""
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a request handler knows about the request it serves."""
+
+    user: str
+    request_id: str
+    kind: RequestKind
+    reply: ReplyChannel
+    received_at: float
+    cancel_reason: ErrorCode | None = None
+
+
+RequestHandler = Callable[[Any, RequestContext], Awaitable[None]]
+MessageHandler = Callable[[Message], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRoute:
+    """A request kind, the model its payload must fit, and the handler that serves it."""
+
+    kind: RequestKind
+    model: type[Request]
+    handler: RequestHandler
+    limit: int | None = None
+    """Concurrent requests of this kind; beyond it `overloaded`."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRoute:
+    """A subscription whose messages go to a quick inline handler."""
+
+    filter: str
+    qos: int
+    matches: Callable[[str], bool]
+    handler: MessageHandler
+    name: str = ""
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[None]
+    ctx: RequestContext
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    """Counters for `health` and the logs."""
+
+    messages: int = 0
+    requests: int = 0
+    duplicates: int = 0
+    overloaded: int = 0
+    handler_errors: int = 0
+    unrouted: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """Routes inbound messages; owns the tasks of running requests."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        topics: TopicMap,
+        journal: Journal,
+        request_routes: list[RequestRoute],
+        message_routes: list[MessageRoute],
+    ) -> None:
+        self._publisher = publisher
+        self._topics = topics
+        self._journal = journal
+        self._requests = {route.kind: route for route in request_routes}
+        self._messages = message_routes
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._active_by_kind: dict[RequestKind, int] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._ready = asyncio.Event()
+        self.stats = DispatchStats()
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Every filter the bus must subscribe to, requests at QoS 1."""
+        subs = [(self._topics.requests[kind].filter, 1) for kind in self._requests]
+        return subs + [(route.filter, route.qos) for route in self._messages]
+
+    async def run(self, messages: Any, replay: list[JournalEntry] | None = None) -> None:
+        """Dispatch until cancelled; cancelling ends every running request with `shutting_down`.
+
+        Args:
+            messages: An async iterator of :class:`Message` (the bus's inbox).
+            replay: Journaled requests that never got their terminal reply; run them first.
+        """
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._ready.set()
+            for entry in replay or []:
+                self._replay(entry)
+            try:
+                async for message in messages:
+                    self.dispatch(message)
+            except asyncio.CancelledError:
+                self._cancel_all(ErrorCode.SHUTTING_DOWN)
+                raise
+
+    def running(self, user: str, request_id: str) -> RequestContext | None:
+        """The context of a running request, if any."""
+        entry = self._running.get((user, request_id))
+        return entry.ctx if entry is not None else None
+
+    def cancel(self, user: str, request_id: str, reason: ErrorCode = ErrorCode.CANCELLED) -> bool:
+        """Stop a running request; it ends with an error reply of ``reason``."""
+        entry = self._running.get((user, request_id))
+        if entry is None or entry.ctx.reply.finished:
+            return False
+        entry.ctx.cancel_reason = reason
+        entry.task.cancel()
+        return True
+
+    def _cancel_all(self, reason: ErrorCode) -> None:
+        for entry in list(self._running.values()):
+            entry.ctx.cancel_reason = reason
+            entry.task.cancel()
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def dispatch(self, message: Message) -> None:
+        """Route one message; never raises."""
+        self.stats.messages += 1
+        try:
+            parsed = self._topics.request_kind(message.topic)
+            if parsed is not None and parsed[0] in self._requests:
+                self._on_request(parsed[0], parsed[1], message)
+                return
+            for route in self._messages:
+                if route.matches(message.topic):
+                    result = route.handler(message)
+                    if result is not None:
+                        self._spawn(_guard(result, route.name, message.topic), f"msg:{route.name}")
+                    break
+            else:
+                self.stats.unrouted += 1
+            message.ack()
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("message_handler_failed", topic=message.topic, size=len(message.payload))
+            message.ack()
+
+    def overflow(self, message: Message) -> None:
+        """Called by the bus when its inbox is full: requests still get an answer."""
+        parsed = self._topics.request_kind(message.topic)
+        if parsed is None or self._tg is None:
+            message.ack()
+            return
+        self.stats.overloaded += 1
+        ctx = self._context(parsed[0], parsed[1], message)
+        self._spawn(self._refuse(ctx, message, "lookout's inbound queue is full"), "overloaded")
+
+    def _context(self, kind: RequestKind, user: str, message: Message) -> RequestContext:
+        request_id, reply_to = peek_envelope(message.payload)
+        request_id = request_id or new_request_id()
+        topic = message.response_topic or reply_to or self._topics.default_reply(user, request_id)
+        route = ReplyRoute(topic, message.correlation_data)
+        return RequestContext(
+            user=user,
+            request_id=request_id,
+            kind=kind,
+            reply=ReplyChannel(self._publisher, route, request_id),
+            received_at=time.time(),
+        )
+
+    def _on_request(self, kind: RequestKind, user: str, message: Message) -> None:
+        ctx = self._context(kind, user, message)
+        self.stats.requests += 1
+        self.stats.by_kind[kind.value] = self.stats.by_kind.get(kind.value, 0) + 1
+        route = self._requests[kind]
+        busy = len(self._running) >= MAX_IN_FLIGHT or (
+            route.limit is not None and self._active_by_kind.get(kind, 0) >= route.limit
+        )
+        if busy or (ctx.user, ctx.request_id) in self._running:
+            reason = "too many requests in flight" if busy else "a request with this id is running"
+            if not busy:
+                self.stats.duplicates += 1
+                message.ack()
+                log.info("request_duplicate", user=user, request_id=ctx.request_id)
+                return
+            self.stats.overloaded += 1
+            self._spawn(self._refuse(ctx, message, reason), "overloaded")
+            return
+        entry = JournalEntry(
+            user=user,
+            id=ctx.request_id,
+            kind=kind.value,
+            topic=message.topic,
+            payload=message.payload,
+            reply_topic=ctx.reply.route.topic,
+            correlation_data=ctx.reply.route.correlation_data,
+            received_at=ctx.received_at,
+        )
+        self._start(ctx, route, message.payload, entry, message)
+
+    def _replay(self, entry: JournalEntry) -> None:
+        kind = RequestKind(entry.kind)
+        route = self._requests.get(kind)
+        ctx = RequestContext(
+            user=entry.user,
+            request_id=entry.id,
+            kind=kind,
+            reply=ReplyChannel(
+                self._publisher, ReplyRoute(entry.reply_topic, entry.correlation_data), entry.id
+            ),
+            received_at=entry.received_at,
+        )
+        log.info("request_replayed", user=entry.user, request_id=entry.id, kind=entry.kind)
+        if route is None:
+            self._spawn(self._refuse(ctx, None, f"unknown kind {entry.kind}"), "replay")
+            return
+        self._start(ctx, route, entry.payload, None, None)
+
+    def _start(
+        self,
+        ctx: RequestContext,
+        route: RequestRoute,
+        payload: bytes,
+        entry: JournalEntry | None,
+        message: Message | None,
+    ) -> None:
+        name = f"req:{ctx.kind.value}:{ctx.user}:{ctx.request_id}"
+        task = self._spawn(self._serve(ctx, route, payload, entry, message), name)
+        self._running[(ctx.user, ctx.request_id)] = _Running(task, ctx)
+        self._active_by_kind[ctx.kind] = self._active_by_kind.get(ctx.kind, 0) + 1
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        if self._tg is None:
+            raise RuntimeError("dispatcher is not running")
+        return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+
+    async def _refuse(self, ctx: RequestContext, message: Message | None, why: str) -> None:
+        try:
+            await ctx.reply.error(ErrorCode.OVERLOADED, f"overloaded: {why}; try again later")
+        except Exception:
+            log.exception("reply_failed", request_id=ctx.request_id)
+        finally:
+            if message is not None:
+                message.ack()
+
+    async def _serve(
+        self,
+        ctx: RequestContext,
+        route: RequestRoute,
+        payload: bytes,
+        entry: JournalEntry | None,
+        message: Message | None,
+    ) -> None:
+        key = (ctx.user, ctx.request_id)
+        outcome = "error"
+        journaled = False
+        with structlog.contextvars.bound_contextvars(
+            request_id=ctx.request_id, user=ctx.user, kind=ctx.kind.value
+        ):
+            try:
+                if entry is not None:
+                    try:
+                        journaled = await self._journal.begin(entry)
+                    except asyncio.CancelledError:
+                        await _safe_error(ctx, ErrorCode.SHUTTING_DOWN, "lookout is stopping")
+                        raise
+                    except Exception:
+                        # Without the journal we cannot promise exactly-once: say so, and
+                        # let the broker have its ack so the message is not redelivered forever.
+                        log.exception("journal_write_failed")
+                        if message is not None:
+                            message.ack()
+                        await _safe_error(
+                            ctx, ErrorCode.UNAVAILABLE, "lookout's store is unavailable; try again"
+                        )
+                        return
+                    if message is not None:
+                        message.ack()
+                    if not journaled:
+                        self.stats.duplicates += 1
+                        log.info("request_duplicate")
+                        return
+                else:
+                    journaled = True
+                outcome = await self._execute(ctx, route, payload)
+            finally:
+                self._running.pop(key, None)
+                self._active_by_kind[ctx.kind] -= 1
+                if journaled:
+                    await _finish_journal(self._journal, ctx, outcome)
+
+    async def _execute(self, ctx: RequestContext, route: RequestRoute, payload: bytes) -> str:
+        started = time.perf_counter()
+        try:
+            try:
+                request = route.model.model_validate_json(payload)
+            except ValidationError as exc:
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST, _validation_message(exc), fields=_fields(exc)
+                ) from None
+            await route.handler(request, ctx)
+            if not ctx.reply.finished:
+                raise RuntimeError("handler returned without a terminal reply")  # noqa: TRY301
+        except RequestError as exc:
+            await _safe_error(ctx, exc.code, exc.message, **exc.details)
+        except asyncio.CancelledError:
+            reason = ctx.cancel_reason or ErrorCode.SHUTTING_DOWN
+            text = (
+                "cancelled by the caller"
+                if reason == ErrorCode.CANCELLED
+                else "lookout is stopping"
+            )
+            await _safe_error(ctx, reason, text)
+            if reason != ErrorCode.CANCELLED:
+                raise
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("request_failed")
+            await _safe_error(
+                ctx, ErrorCode.INTERNAL, "internal error; lookout's log has the details"
+            )
+        log.info(
+            "request_finished",
+            outcome=ctx.reply.terminal,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return ctx.reply.terminal or "none"
+
+
+async def _safe_error(ctx: RequestContext, code: ErrorCode, message: str, **details: Any) -> None:
+    if ctx.reply.finished:
+        return
+    try:
+        # Shielded: a shutdown cancel must not cut off the one reply the caller waits for.
+        await asyncio.shield(ctx.reply.error(code, message, **details))
+    except Exception:
+        log.exception("reply_failed")
+
+
+async def _finish_journal(journal: Journal, ctx: RequestContext, outcome: str) -> None:
+    try:
+        await asyncio.shield(journal.finish(ctx.user, ctx.request_id, outcome))
+    except Exception:
+        log.exception("journal_finish_failed")
+
+
+async def _guard(result: Awaitable[None], route: str, topic: str) -> None:
+    try:
+        await result
+    except Exception:
+        log.exception("message_handler_failed", route=route, topic=topic)
+
+
+def _fields(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(payload)", "problem": err["msg"]}
+        for err in exc.errors()[:20]
+    ]
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = []
+    for f in _fields(exc):
+        problem = "unknown field" if f["problem"].startswith("Extra inputs") else f["problem"]
+        problems.append(f"{f['field']}: {problem}")
+    return "invalid request: " + "; ".join(problems)

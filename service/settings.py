@@ -1,0 +1,282 @@
+"""Configuration: one YAML file, every key overridable from the environment.
+
+The file is found at ``--config PATH``, else ``$LOOKOUT_CONFIG``, else nothing (all
+defaults). Environment variables ``LOOKOUT_<SECTION>__<KEY>`` override it, nested with
+``__`` (``LOOKOUT_MQTT__PORT=1884``). Values from the environment are read as YAML
+scalars, so ``true``, ``1883`` and ``null`` get their natural types.
+
+Every model forbids unknown keys, so a typo is an error with its key path instead of a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "LOOKOUT_"
+CONFIG_ENV = "LOOKOUT_CONFIG"
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class ConfigError(Exception):
+    """The configuration could not be loaded; ``problems`` lists each one with its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """How lookout reaches the broker."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_certs: str | None = None
+    tls_insecure: bool = False
+    client_id: str = Field("lookout", min_length=1, max_length=128)
+    protocol: Literal[5, 311] = 5
+    topic_prefix: str = "lookout"
+    session_expiry_s: int = Field(3600, ge=0)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    inbound_queue: int = Field(10_000, ge=10)
+    """Messages waiting for dispatch; beyond it requests get `overloaded`, frames are dropped."""
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        aliases = {"5": 5, "5.0": 5, "v5": 5, "3.1.1": 311, "311": 311, "4": 311, 4: 311}
+        return aliases.get(value, value) if isinstance(value, str | int) else value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "#+") or value.startswith("/"):
+            raise ValueError("must be a plain topic level path without wildcards")
+        return value.rstrip("/")
+
+
+class CameraSettings(_Section):
+    """Optional names for a camera that Frigate or the broker already tells lookout about."""
+
+    friendly_name: str | None = None
+    zones: dict[str, str] = Field(default_factory=dict)
+    """Zone id -> friendly name."""
+
+
+class FrigateSettings(_Section):
+    """Where Frigate publishes, and optionally where its HTTP API answers."""
+
+    topic_prefix: str = "frigate"
+    url: str | None = None
+    api_timeout_s: float = Field(5.0, gt=0)
+    cameras: dict[str, CameraSettings] = Field(default_factory=dict)
+    object_ttl_s: float = Field(600.0, gt=0)
+    """A live object with no update for this long is dropped."""
+    camera_monitoring: bool = True
+    """Mirror watch alerts onto `frigate/camera_monitoring` in Frigate's shape."""
+
+
+Role = Literal["chat", "vision"]
+
+
+class ProviderSettings(_Section):
+    """One OpenAI-compatible endpoint."""
+
+    kind: Literal["openai", "azure"] = "openai"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["chat", "vision"]))
+    timeout_s: float = Field(120.0, gt=0)
+    """Longest silence allowed between two chunks of a streamed answer."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    """Retries for 429/5xx/connection errors, only before the first token."""
+    api_version: str | None = None
+    """Azure only."""
+    supports_vision: bool = True
+    json_schema: bool = True
+    """Send a JSON-schema `response_format` for watch verdicts."""
+    thinking_control: Literal["none", "chat_template_kwargs", "think", "reasoning_effort"] = (
+        "chat_template_kwargs"
+    )
+    """How `enable_thinking` reaches the server (llama.cpp/vLLM, Ollama, OpenAI/Gemini)."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class LlmSettings(_Section):
+    """Named providers; each role must be held by at most one of them."""
+
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_provider_per_role(self) -> LlmSettings:
+        seen: dict[str, str] = {}
+        for name, provider in self.providers.items():
+            for role in provider.roles:
+                if role in seen:
+                    raise ValueError(f"role {role!r} is held by both {seen[role]!r} and {name!r}")
+                seen[role] = name
+        return self
+
+
+class ChatSettings(_Section):
+    """The tool-calling loop."""
+
+    max_concurrent: int = Field(32, ge=1)
+    request_deadline_s: float = Field(300.0, gt=0)
+    turn_deadline_s: float = Field(120.0, gt=0)
+    tool_timeout_s: float = Field(20.0, gt=0)
+    conversation_ttl_s: float = Field(86_400.0, gt=0)
+    timezone: str | None = None
+    """IANA name for the system prompt; the server's local zone when unset."""
+
+
+class StoreSettings(_Section):
+    """Where events, conversations, watches and the request journal live."""
+
+    url: str = "sqlite:///data/lookout.db"
+    retention_days: float = Field(30.0, gt=0)
+
+
+class UserSettings(_Section):
+    """What one caller may do."""
+
+    role: Literal["admin", "viewer"] = "viewer"
+    cameras: list[str] | Literal["all"] = "all"
+
+
+class AuthSettings(_Section):
+    """Defaults for callers that are not listed under `users`."""
+
+    default_role: Literal["admin", "viewer"] = "viewer"
+    allow_unknown_users: bool = True
+
+
+class LogSettings(_Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    frigate: FrigateSettings = Field(default_factory=FrigateSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    users: dict[Annotated[str, Field(pattern=NAME_PATTERN)], UserSettings] = Field(
+        default_factory=dict
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_error(err: Any) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    if err["type"] == "missing":
+        message = "required"
+    return f"{path}: {message}"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read the YAML file (if any), apply environment overrides and validate.
+
+    Args:
+        path: The YAML file; ``None`` falls back to ``$LOOKOUT_CONFIG`` and then to defaults.
+        environ: The environment to read overrides from (``os.environ`` when ``None``).
+
+    Raises:
+        ConfigError: With one line per problem, each naming its key path.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{file}: the top level must be a mapping of sections"])
+        data = loaded
+    data = _merge(data, _env_overrides(env))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_format_error(e) for e in exc.errors()]) from None

@@ -1,0 +1,173 @@
+"""A real mosquitto for tests and benchmarks, started with the project's own config.
+
+Order of preference: ``LOOKOUT_TEST_MQTT_URL`` (a broker someone else runs), then the
+``mosquitto`` binary on a free loopback port, then testcontainers where a Docker engine
+answers. If none works the caller fails loudly: a test never skips for want of a broker.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_D = REPO / "mosquitto" / "conf.d"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BrokerUnavailableError(RuntimeError):
+    pass
+
+
+class Broker:
+    """A mosquitto process on 127.0.0.1 that a test may stop, kill and restart."""
+
+    def __init__(self, port: int | None = None, extra_conf: str = "") -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self._dir = Path(tempfile.mkdtemp(prefix="lookout-mosq-"))
+        self.conf = self._dir / "mosquitto.conf"
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _write_conf(self) -> None:
+        (self._dir / "data").mkdir(exist_ok=True)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            f"persistence_location {self._dir / 'data'}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            # mosquitto drops root privileges to 'mosquitto', who could not write our temp dir.
+            f"user {getpass.getuser()}",
+            self.extra_conf,
+            f"include_dir {CONF_D}",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if binary is None:
+            raise BrokerUnavailableError("the mosquitto binary is not installed")
+        self._write_conf()
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump(stream: object) -> None:
+            for line in stream:  # type: ignore[attr-defined]
+                self.log.append(line.rstrip())
+                if " running" in line or "Opening ipv4 listen socket" in line:
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, args=(self.proc.stderr,), daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            raise BrokerUnavailableError("mosquitto did not start:\n" + "\n".join(self.log))
+        # The log line comes just before listen(); confirm the port answers.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise BrokerUnavailableError("mosquitto started but its port never answered")
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM): persistence is written, clients see a disconnect."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class ExternalBroker:
+    """A broker given by ``LOOKOUT_TEST_MQTT_URL``; it cannot be stopped by tests."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 1883
+        self.url = url
+
+    def close(self) -> None:
+        pass
+
+
+def start_shared_broker() -> Broker | ExternalBroker:
+    """The broker most tests share (one per test session)."""
+    url = os.environ.get("LOOKOUT_TEST_MQTT_URL")
+    if url:
+        return ExternalBroker(url)
+    try:
+        broker = Broker()
+        broker.start()
+    except BrokerUnavailableError as first:
+        container = _testcontainers_broker()
+        if container is None:
+            raise BrokerUnavailableError(
+                f"no MQTT broker for the tests: {first}; install mosquitto "
+                "(apt-get install mosquitto) or set LOOKOUT_TEST_MQTT_URL"
+            ) from None
+        return container
+    return broker
+
+
+def _testcontainers_broker() -> ExternalBroker | None:
+    try:
+        import docker  # type: ignore[import-not-found]
+        from testcontainers.core.container import (  # type: ignore[import-not-found]
+            DockerContainer,
+        )
+
+        docker.from_env().ping()
+    except Exception:
+        return None
+    container = DockerContainer("eclipse-mosquitto:2").with_exposed_ports(1883)
+    container.with_volume_mapping(str(REPO / "mosquitto"), "/mosquitto/config", "ro")
+    container.start()
+    port = container.get_exposed_port(1883)
+    return ExternalBroker(f"mqtt://{container.get_container_host_ip()}:{port}")

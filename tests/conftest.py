@@ -1,0 +1,141 @@
+"""Fixtures shared by the integration and end-to-end tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.broker import REPO, Broker, ExternalBroker, start_shared_broker
+from tests.mqttc import MqttTestClient, next_message
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker | ExternalBroker]:
+    """One broker for the session; tests isolate themselves with unique topic prefixes."""
+    b = start_shared_broker()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[Broker]:
+    """A broker of this test's own, which the test may stop, kill and restart."""
+    b = Broker()
+    b.start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"lk{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def mqtt(broker: Broker | ExternalBroker) -> AsyncIterator[MqttTestClient]:
+    async with MqttTestClient(broker.host, broker.port) as client:
+        yield client
+
+
+class Worker:
+    """The real `lookout run` process, configured through a YAML file and the environment."""
+
+    def __init__(
+        self,
+        broker: Broker | ExternalBroker,
+        workdir: Path,
+        prefix: str,
+        config: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self.workdir = workdir
+        self.config_path = workdir / "lookout.yml"
+        cfg: dict[str, Any] = {
+            "mqtt": {
+                "host": broker.host,
+                "port": broker.port,
+                "topic_prefix": prefix,
+                "client_id": f"lookout-{prefix}",
+                "reconnect_max_s": 2.0,
+            },
+            "store": {"url": f"sqlite:///{workdir / 'lookout.db'}"},
+            "log": {"level": "debug", "format": "json"},
+        }
+        for key, value in (config or {}).items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env.pop("LOOKOUT_CONFIG", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "lookout.log"
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "run", "--config", str(self.config_path)],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_online(self, client: MqttTestClient, timeout: float = 20.0) -> None:
+        queue = await client.subscribe(f"{self.prefix}/status")
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await next_message(queue, timeout)
+                if msg.payload == b"online":
+                    return
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path, prefix: str) -> Iterator[Any]:
+    workers: list[Worker] = []
+
+    def make(broker: Broker | ExternalBroker, **kwargs: Any) -> Worker:
+        w = Worker(broker, tmp_path, kwargs.pop("prefix", prefix), **kwargs)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()
