@@ -88,7 +88,23 @@ class MqttBus:
         topics: TopicMap,
         subscriptions: list[tuple[str, int]],
         on_overflow: Callable[[Message], None] | None = None,
+        *,
+        announce: bool = True,
+        persistent: bool = True,
     ) -> None:
+        """Prepare the bus; nothing connects until :meth:`run`.
+
+        Args:
+            settings: Broker address, credentials and session settings.
+            topics: The topic map (for the status topic).
+            subscriptions: ``(filter, qos)`` pairs, re-subscribed after every connect.
+            on_overflow: Called with a message that found the inbox full.
+            announce: Publish the retained ``online``/``offline`` status and the will
+                (the worker does; command-line clients do not).
+            persistent: Keep a broker session across disconnects (the worker does).
+        """
+        self._announce = announce
+        self._persistent = persistent
         self._settings = settings
         self._topics = topics
         self._subscriptions = subscriptions
@@ -136,7 +152,8 @@ class MqttBus:
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic_filter, qos in self._subscriptions:
             await client.subscribe(topic_filter, qos=qos)
-        await client.publish(self._topics.status, b"online", qos=1, retain=True)
+        if self._announce:
+            await client.publish(self._topics.status, b"online", qos=1, retain=True)
         self._generation += 1
         generation = self._generation
         self._client = client
@@ -157,6 +174,8 @@ class MqttBus:
         except asyncio.CancelledError:
             # Graceful stop: say goodbye ourselves; a clean DISCONNECT suppresses the will.
             self._connected.clear()
+            if not self._announce:
+                raise
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     client.publish(self._topics.status, b"offline", qos=1, retain=True), 2.0
@@ -290,11 +309,13 @@ class MqttBus:
         kwargs: dict[str, Any] = {}
         if v5:
             connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect.SessionExpiryInterval = s.session_expiry_s
+            connect.SessionExpiryInterval = s.session_expiry_s if self._persistent else 0
             kwargs["properties"] = connect
-            kwargs["clean_start"] = False
+            kwargs["clean_start"] = not self._persistent
         else:
-            kwargs["clean_session"] = False
+            kwargs["clean_session"] = not self._persistent
+        if self._announce:
+            kwargs["will"] = aiomqtt.Will(self._topics.status, b"offline", qos=1, retain=True)
         if s.tls:
             context = ssl.create_default_context(cafile=s.tls_ca_certs)
             if s.tls_insecure:
@@ -308,7 +329,6 @@ class MqttBus:
             username=s.username,
             password=s.password.get_secret_value() if s.password else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            will=aiomqtt.Will(self._topics.status, b"offline", qos=1, retain=True),
             keepalive=s.keepalive_s,
             # Without it every QoS 1 round trip waits ~40 ms for Nagle + delayed ACK.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

@@ -58,7 +58,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration OK (broker {settings.mqtt.host}:{settings.mqtt.port})")
         return 0
+    if args.command == "health":
+        return _health(settings, args)
     return _run(settings)
+
+
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from service.client import RequestTimeoutError, call  # noqa: PLC0415
+
+    try:
+        reply = asyncio.run(call(settings, args.user, "health", {}, timeout=args.timeout))
+    except RequestTimeoutError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif reply.get("type") == "done":
+        broker = reply.get("broker", {})
+        print(
+            f"lookout {reply.get('version')} up {reply.get('uptime_s', 0):.0f} s, "
+            f"broker connected={broker.get('connected')} connects={broker.get('connects')}"
+        )
+    else:
+        print(f"lookout: error: {reply.get('error')}", file=sys.stderr)
+    return 0 if reply.get("type") == "done" else 1
 
 
 def _run(settings: Settings) -> int:

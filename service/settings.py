@@ -59,7 +59,8 @@ class MqttSettings(_Section):
     session_expiry_s: int = Field(3600, ge=0)
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+    """Cap on the reconnect delay: a returning broker is found within this many seconds."""
     inbound_queue: int = Field(10_000, ge=10)
     """Messages waiting for dispatch; beyond it requests get `overloaded`, frames are dropped."""
 
