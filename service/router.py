@@ -343,7 +343,7 @@ class Dispatcher:
                 ) from None
             await route.handler(request, ctx)
             if not ctx.reply.finished:
-                raise RuntimeError("handler returned without a terminal reply")  # noqa: TRY301
+                raise RuntimeError("handler returned without a terminal reply")
         except RequestError as exc:
             await _safe_error(ctx, exc.code, exc.message, **exc.details)
         except asyncio.CancelledError:
