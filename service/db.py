@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 metadata = sa.MetaData()
 
@@ -46,8 +46,12 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.drivername.startswith("sqlite"):
         database = parsed.database or ""
         if database in ("", ":memory:"):
-            # One shared connection, or every checkout would see its own empty database.
-            kwargs["poolclass"] = StaticPool
+            # One connection, or every checkout would see its own empty database; queued
+            # rather than shared (StaticPool), because one task's return-to-pool rollback
+            # would silently undo another task's uncommitted write on the shared connection.
+            kwargs["poolclass"] = AsyncAdaptedQueuePool
+            kwargs["pool_size"] = 1
+            kwargs["max_overflow"] = 0
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
