@@ -1,16 +1,20 @@
 """The composition root: build every component, route table and long-lived task.
 
 Shutdown order matters: requests are stopped first (each still connected, so each can
-send its `shutting_down` reply), then the bus says `offline` and disconnects, then the
-store is closed.
+send its `shutting_down` reply), then the event writer flushes, then the bus says
+`offline` and disconnects, then the store is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib
+import json
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +22,29 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
-from service.bus import MqttBus
+from service.bus import Message, MqttBus
+from service.chat import ChatCancelRequest, ChatRequest, ChatService
+from service.conversations import ConversationStore
 from service.db import create_engine, create_tables
+from service.events import EventStore
+from service.frames import FrameStore
+from service.frigate import FrigateMirror
 from service.health import HealthReporter, HealthRequest
 from service.journal import Journal
+from service.llm import Providers
 from service.router import Dispatcher, MessageRoute, RequestRoute
 from service.settings import Settings
-from service.topics import RequestKind, TopicMap
+from service.timeparse import local_zone
+from service.tool_request import ToolRequest, ToolService, build_registry
+from service.tooldeps import ToolDeps
+from service.tools import ToolRegistry
+from service.topics import RequestKind, TopicMap, filter_matches
 
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 3.0
 JOURNAL_KEEP_S = 7 * 86_400.0
+HOUSEKEEPING_EVERY_S = 3600.0
 
 
 @dataclass
@@ -43,7 +58,27 @@ class Runtime:
     health: HealthReporter
     bus: MqttBus
     dispatcher: Dispatcher
+    events: EventStore
+    frigate: FrigateMirror
+    frames: FrameStore
+    providers: Providers
+    registry: ToolRegistry
+    conversations: ConversationStore
     started_at: float = field(default_factory=time.time)
+
+
+class _LatePublisher:
+    """Forwards publishes to the bus once it exists.
+
+    The dispatcher needs a publisher before the bus exists, and the bus needs the
+    dispatcher's subscriptions.
+    """
+
+    bus: MqttBus | None = None
+
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+        assert self.bus is not None  # noqa: S101 - set in build() before anything runs
+        await self.bus.publish(topic, payload, **kwargs)
 
 
 async def build(settings: Settings) -> Runtime:
@@ -52,71 +87,171 @@ async def build(settings: Settings) -> Runtime:
     engine = create_engine(settings.store.url)
     await create_tables(engine)
     journal = Journal(engine)
+    events = EventStore(engine)
+    frigate = FrigateMirror(settings.frigate, topics, events)
+    frames = FrameStore()
+    providers = Providers(settings.llm)
+    registry = build_registry(settings)
+    conversations = ConversationStore(engine, settings.chat.conversation_ttl_s)
+    publisher = _LatePublisher()
+    deps = ToolDeps(
+        settings=settings,
+        topics=topics,
+        frigate=frigate,
+        events=events,
+        frames=frames,
+        publisher=publisher,
+        providers=providers,
+        tz=local_zone(settings.chat.timezone),
+    )
     health = HealthReporter()
+    chat = ChatService(settings, providers, registry, conversations, frigate, deps)
+    tools = ToolService(settings, registry, deps)
     request_routes = [
         RequestRoute(RequestKind.HEALTH, HealthRequest, health.handle),
+        RequestRoute(
+            RequestKind.CHAT, ChatRequest, chat.handle, limit=settings.chat.max_concurrent
+        ),
+        RequestRoute(RequestKind.CHAT_CANCEL, ChatCancelRequest, chat.cancel, control=True),
+        RequestRoute(RequestKind.TOOL, ToolRequest, tools.handle),
     ]
-    message_routes: list[MessageRoute] = []
-    bus_ref: dict[str, MqttBus] = {}
-
-    class _LatePublisher:
-        # The dispatcher needs a publisher and the bus needs the dispatcher's
-        # subscriptions; this breaks the cycle without a mutable global.
-        async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-            await bus_ref["bus"].publish(topic, payload, **kwargs)
-
-    dispatcher = Dispatcher(_LatePublisher(), topics, journal, request_routes, message_routes)
+    dispatcher = Dispatcher(
+        publisher, topics, journal, request_routes, _message_routes(topics, frigate, frames)
+    )
+    chat.dispatcher = dispatcher
     bus = MqttBus(settings.mqtt, topics, dispatcher.subscriptions(), dispatcher.overflow)
-    bus_ref["bus"] = bus
-    health.register("broker", lambda: _broker_health(bus))
-    health.register("requests", lambda: _request_health(dispatcher))
-    return Runtime(settings, topics, engine, journal, health, bus, dispatcher)
+    publisher.bus = bus
+    runtime = Runtime(
+        settings, topics, engine, journal, health, bus, dispatcher, events, frigate, frames,
+        providers, registry, conversations,
+    )  # fmt: skip
+    _register_health(runtime)
+    return runtime
 
 
-def _broker_health(bus: MqttBus) -> dict[str, Any]:
-    s = bus.state
-    return {
-        "connected": s.connected,
-        "connects": s.connects,
-        "last_connected_at": s.last_connected_at,
-        "last_error": s.last_error,
-        "inbox_depth": bus.inbox_depth(),
-        "dropped": s.dropped,
-    }
+def _message_routes(
+    topics: TopicMap, frigate: FrigateMirror, frames: FrameStore
+) -> list[MessageRoute]:
+    def frigate_handler(message: Message) -> None:
+        frigate.handle(message.topic, message.payload, message.retain)
+
+    def frame_handler(message: Message) -> None:
+        captures = topics.frame.match(message.topic)
+        if captures is not None:
+            frames.put(captures["camera"], message.payload)
+
+    def snapshot_handler(message: Message) -> None:
+        captures = topics.frigate_snapshot.match(message.topic)
+        if captures is not None:
+            frames.put(
+                captures["camera"], message.payload, source="snapshot", label=captures["label"]
+            )
+
+    routes = [
+        # Frames are QoS 0 on purpose: a stale frame is worth nothing, and the broker must
+        # not queue them for lookout while it is away.
+        MessageRoute(
+            topics.frame.filter,
+            0,
+            lambda t: topics.frame.match(t) is not None,
+            frame_handler,
+            "frame",
+        ),
+        MessageRoute(
+            topics.frigate_snapshot.filter,
+            0,
+            lambda t: topics.frigate_snapshot.match(t) is not None,
+            snapshot_handler,
+            "snapshot",
+        ),
+    ]
+    for topic_filter, qos in frigate.subscriptions():
+        routes.append(
+            MessageRoute(
+                topic_filter,
+                qos,
+                functools.partial(filter_matches, topic_filter),
+                frigate_handler,
+                "frigate",
+            )
+        )
+    return routes
 
 
-def _request_health(dispatcher: Dispatcher) -> dict[str, Any]:
-    st = dispatcher.stats
-    return {
-        "received": st.requests,
-        "duplicates": st.duplicates,
-        "overloaded": st.overloaded,
-        "handler_errors": st.handler_errors,
-        "by_kind": dict(st.by_kind),
-    }
+def _register_health(runtime: Runtime) -> None:
+    bus, dispatcher, h = runtime.bus, runtime.dispatcher, runtime.health
+    h.register(
+        "broker",
+        lambda: {
+            "connected": bus.state.connected,
+            "connects": bus.state.connects,
+            "last_connected_at": bus.state.last_connected_at,
+            "last_error": bus.state.last_error,
+            "inbox_depth": bus.inbox_depth(),
+            "dropped": bus.state.dropped,
+        },
+    )
+    h.register(
+        "requests",
+        lambda: {
+            "received": dispatcher.stats.requests,
+            "duplicates": dispatcher.stats.duplicates,
+            "overloaded": dispatcher.stats.overloaded,
+            "handler_errors": dispatcher.stats.handler_errors,
+            "by_kind": dict(dispatcher.stats.by_kind),
+        },
+    )
+    h.register(
+        "frigate",
+        lambda: {
+            "available": runtime.frigate.available(),
+            "cameras": [c.id for c in runtime.frigate.cameras()],
+            **runtime.frigate.stats(),
+        },
+    )
+    h.register("store", runtime.events.stats)
+    h.register("frames", runtime.frames.stats)
+    h.register(
+        "llm",
+        lambda: {
+            "chat": runtime.providers.chat.name if runtime.providers.chat else None,
+            "vision": runtime.providers.vision.name if runtime.providers.vision else None,
+        },
+    )
 
 
 async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set; then stop requests, the bus and the store in that order."""
+    """Run until ``stop`` is set; then stop requests, the writer, the bus and the store."""
     replay = await runtime.journal.unfinished()
     if replay:
         log.info("journal_replay", count=len(replay))
-    with contextlib.suppress(Exception):
-        purged = await runtime.journal.purge(JOURNAL_KEEP_S)
-        if purged:
-            log.info("journal_purged", count=purged)
+    await runtime.bus.retain(
+        runtime.topics.tools, json.dumps({"tools": runtime.registry.schemas()}).encode()
+    )
     async with asyncio.TaskGroup() as tg:
+        await runtime.events.start()
+        writer_task = tg.create_task(runtime.events.run(), name="event-writer")
         bus_task = tg.create_task(runtime.bus.run(), name="bus")
         dispatch_task = tg.create_task(
             runtime.dispatcher.run(runtime.bus.messages(), replay), name="dispatch"
         )
-        ready_task = tg.create_task(_announce_ready(runtime), name="announce-ready")
+        side_tasks = [
+            tg.create_task(_announce_ready(runtime), name="announce-ready"),
+            tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
+            tg.create_task(_housekeeping(runtime), name="housekeeping"),
+            tg.create_task(_warm_llm_import(runtime), name="warm-openai"),
+        ]
         await stop.wait()
         log.info("shutdown_started")
-        ready_task.cancel()
+        for task in side_tasks:
+            task.cancel()
         dispatch_task.cancel()
         await asyncio.wait([dispatch_task], timeout=SHUTDOWN_GRACE_S)
+        with contextlib.suppress(Exception):
+            await runtime.events.close()
+        writer_task.cancel()
         bus_task.cancel()
+    await runtime.providers.aclose()
     await runtime.engine.dispose()
     log.info("shutdown_complete")
 
@@ -129,6 +264,39 @@ async def _announce_ready(runtime: Runtime) -> None:
         startup_s=round(time.time() - runtime.started_at, 3),
         status_topic=runtime.topics.status,
     )
+
+
+async def _warm_llm_import(runtime: Runtime) -> None:
+    """Import openai (~0.5 s) in a thread once online, so the first chat does not pay it."""
+    if not runtime.providers.by_name:
+        return
+    await runtime.bus.wait_connected()
+    await asyncio.to_thread(importlib.import_module, "openai")
+
+
+async def _import_frigate_config(runtime: Runtime) -> None:
+    try:
+        await runtime.frigate.import_api_config()
+    except Exception:
+        log.exception("frigate_config_import_failed")
+
+
+async def _housekeeping(runtime: Runtime) -> None:
+    """Retention of history, conversations and the journal; hourly."""
+    while True:
+        jobs: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("events", lambda: runtime.events.purge(runtime.settings.store.retention_days)),
+            ("conversations", runtime.conversations.purge),
+            ("journal", lambda: runtime.journal.purge(JOURNAL_KEEP_S)),
+        ]
+        for name, job in jobs:
+            try:
+                removed = await job()
+                if removed:
+                    log.info("housekeeping_purged", table=name, removed=str(removed))
+            except Exception:
+                log.exception("housekeeping_failed", table=name)
+        await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
 
 async def main(settings: Settings) -> int:

@@ -113,6 +113,7 @@ class MqttBus:
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._generation = 0
+        self._retained: dict[str, bytes] = {}
         self.state = BusState()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -154,6 +155,8 @@ class MqttBus:
             await client.subscribe(topic_filter, qos=qos)
         if self._announce:
             await client.publish(self._topics.status, b"online", qos=1, retain=True)
+        for topic, payload in list(self._retained.items()):
+            await client.publish(topic, payload, qos=1, retain=True)
         self._generation += 1
         generation = self._generation
         self._client = client
@@ -292,6 +295,16 @@ class MqttBus:
                         self._connected.clear()
                     continue
                 return
+
+    async def retain(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message now and again after every reconnect.
+
+        A broker without persistence forgets retained messages when it restarts; this
+        keeps lookout's own (the tool list, for one) present anyway.
+        """
+        self._retained[topic] = payload
+        if self._connected.is_set():
+            await self.publish(topic, payload, qos=1, retain=True)
 
     def _publish_properties(self, correlation_data: bytes | None) -> Properties | None:
         if self._settings.protocol != 5:

@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
 
 
 TERMINAL_TYPES = frozenset({"done", "error"})
+ENVELOPE_KEYS = frozenset({"id", "type", "seq"})
 
 
 class RequestError(Exception):
@@ -64,7 +65,7 @@ class Request(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_RE.match(value):
+        if value is not None and not NAME_RE.fullmatch(value):
             raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
         return value
 
@@ -94,7 +95,7 @@ def peek_envelope(payload: bytes) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     raw_id, raw_reply = data.get("id"), data.get("reply_to")
-    rid = raw_id if isinstance(raw_id, str) and NAME_RE.match(raw_id) else None
+    rid = raw_id if isinstance(raw_id, str) and NAME_RE.fullmatch(raw_id) else None
     reply = raw_reply if isinstance(raw_reply, str) and is_valid_publish_topic(raw_reply) else None
     return rid, reply
 
@@ -146,9 +147,14 @@ class ReplyChannel:
 
         Raises:
             ReplyClosedError: The terminal reply was already sent.
+            ValueError: ``body`` uses an envelope key (``id``, ``type`` or ``seq``).
         """
         if self.terminal is not None:
             raise ReplyClosedError(f"request {self.request_id} already ended with {self.terminal}")
+        clash = ENVELOPE_KEYS.intersection(body or ())
+        if clash:
+            # A body `type` would hide the terminal from the caller; refuse before claiming it.
+            raise ValueError(f"reply body may not set envelope keys {sorted(clash)}")
         if type_ in TERMINAL_TYPES:
             # Claimed before the await so a concurrent sender cannot add a second one.
             self.terminal = type_

@@ -67,6 +67,10 @@ class RequestRoute:
     handler: RequestHandler
     limit: int | None = None
     """Concurrent requests of this kind; beyond it `overloaded`."""
+    control: bool = False
+    """A control request (`chat/cancel`) acts on another request named by its ``id``: it
+    is not journaled or de-duplicated, and when it succeeds the request it acts on gives
+    the answer; it replies itself only with an error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,8 @@ class Dispatcher:
                 async for message in messages:
                     self.dispatch(message)
             except asyncio.CancelledError:
+                # The group refuses new tasks from here on; overflow() must not try one.
+                self._tg = None
                 self._cancel_all(ErrorCode.SHUTTING_DOWN)
                 raise
 
@@ -194,8 +200,13 @@ class Dispatcher:
         if parsed is None or self._tg is None:
             message.ack()
             return
-        self.stats.overloaded += 1
         ctx = self._context(parsed[0], parsed[1], message)
+        if (ctx.user, ctx.request_id) in self._running:
+            # A redelivered copy of a running request: its one reply is still to come.
+            self.stats.duplicates += 1
+            message.ack()
+            return
+        self.stats.overloaded += 1
         self._spawn(self._refuse(ctx, message, "lookout's inbound queue is full"), "overloaded")
 
     def _context(self, kind: RequestKind, user: str, message: Message) -> RequestContext:
@@ -216,18 +227,22 @@ class Dispatcher:
         self.stats.requests += 1
         self.stats.by_kind[kind.value] = self.stats.by_kind.get(kind.value, 0) + 1
         route = self._requests[kind]
+        if route.control:
+            self._spawn(self._control(ctx, route, message), f"ctl:{kind.value}:{user}")
+            return
+        if (ctx.user, ctx.request_id) in self._running:
+            # Checked before the limits: refusing a redelivered copy with `overloaded`
+            # would give the running request a second terminal reply.
+            self.stats.duplicates += 1
+            message.ack()
+            log.info("request_duplicate", user=user, request_id=ctx.request_id)
+            return
         busy = len(self._running) >= MAX_IN_FLIGHT or (
             route.limit is not None and self._active_by_kind.get(kind, 0) >= route.limit
         )
-        if busy or (ctx.user, ctx.request_id) in self._running:
-            reason = "too many requests in flight" if busy else "a request with this id is running"
-            if not busy:
-                self.stats.duplicates += 1
-                message.ack()
-                log.info("request_duplicate", user=user, request_id=ctx.request_id)
-                return
+        if busy:
             self.stats.overloaded += 1
-            self._spawn(self._refuse(ctx, message, reason), "overloaded")
+            self._spawn(self._refuse(ctx, message, "too many requests in flight"), "overloaded")
             return
         entry = JournalEntry(
             user=user,
@@ -276,6 +291,22 @@ class Dispatcher:
         if self._tg is None:
             raise RuntimeError("dispatcher is not running")
         return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+
+    async def _control(self, ctx: RequestContext, route: RequestRoute, message: Message) -> None:
+        message.ack()
+        with structlog.contextvars.bound_contextvars(
+            request_id=ctx.request_id, user=ctx.user, kind=ctx.kind.value
+        ):
+            try:
+                request = route.model.model_validate_json(message.payload)
+                await route.handler(request, ctx)
+            except ValidationError as exc:
+                await _safe_error(ctx, ErrorCode.INVALID_REQUEST, _validation_message(exc))
+            except RequestError as exc:
+                await _safe_error(ctx, exc.code, exc.message, **exc.details)
+            except Exception:
+                log.exception("request_failed")
+                await _safe_error(ctx, ErrorCode.INTERNAL, "internal error")
 
     async def _refuse(self, ctx: RequestContext, message: Message | None, why: str) -> None:
         try:

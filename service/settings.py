@@ -95,6 +95,8 @@ class FrigateSettings(_Section):
     cameras: dict[str, CameraSettings] = Field(default_factory=dict)
     object_ttl_s: float = Field(600.0, gt=0)
     """A live object with no update for this long is dropped."""
+    confirm_timeout_s: float = Field(3.0, gt=0, le=30)
+    """How long `set_camera_state` waits for Frigate's state topic to confirm a change."""
     camera_monitoring: bool = True
     """Mirror watch alerts onto `frigate/camera_monitoring` in Frigate's shape."""
 
@@ -204,8 +206,10 @@ class Settings(_Section):
     log: LogSettings = Field(default_factory=LogSettings)
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The override tree, and the raw text of each value YAML turned into a non-string."""
     tree: dict[str, Any] = {}
+    texts: dict[tuple[str, ...], str] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or "__" not in name:
             continue
@@ -223,7 +227,28 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 break
         else:
             node[path[-1]] = value
-    return tree
+            if not isinstance(value, str):
+                texts[tuple(path)] = raw
+    return tree, texts
+
+
+def _use_texts(data: dict[str, Any], errors: list[Any], texts: dict[tuple[str, ...], str]) -> bool:
+    """Put back the raw text of env values that failed as YAML-typed values.
+
+    ``007``, ``123456`` or ``2024-10-21`` are a client id, a password and an API version
+    to whoever sets them, not the 7, int and date YAML reads them as.
+    """
+    changed = False
+    for err in errors:
+        loc = tuple(str(part) for part in err["loc"])
+        for path, text in texts.items():
+            node: Any = data
+            for part in path[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if loc[: len(path)] == path and isinstance(node, dict):
+                node[path[-1]] = text
+                changed = True
+    return changed
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +292,8 @@ def load_settings(
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{file}: not UTF-8 text (byte {exc.start})"]) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -276,8 +303,15 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError([f"{file}: the top level must be a mapping of sections"])
         data = loaded
-    data = _merge(data, _env_overrides(env))
+    overrides, texts = _env_overrides(env)
+    data = _merge(data, overrides)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_format_error(e) for e in exc.errors()]) from None
+        errors = exc.errors()
+    if _use_texts(data, errors, texts):
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+    raise ConfigError([_format_error(e) for e in errors])

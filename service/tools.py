@@ -11,23 +11,30 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.auth import Access
+from service.envelope import ErrorCode
 
 log = structlog.get_logger(__name__)
 
 
 class ToolError(Exception):
-    """A failure the model should read (``camera 'x' not found``), not a bug."""
+    """A failure the model should read (``camera 'x' not found``), not a bug.
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    ``code`` is what a client running the tool directly (the `tool` request) gets.
+    """
+
+    def __init__(
+        self, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
         self.extra = extra
 
 
@@ -96,7 +103,7 @@ class ToolOutcome:
     ms: float
     image_url: str | None = None
     image_camera: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    error_code: ErrorCode | None = None
 
 
 class ToolRegistry:
@@ -133,7 +140,10 @@ class ToolRegistry:
             args_dict = _as_dict(arguments, arguments_error)
             tool = self._tools.get(name)
             if tool is None:
-                raise ToolError(f"unknown tool {name!r}; available: {', '.join(self._tools)}")
+                raise ToolError(
+                    f"unknown tool {name!r}; available: {', '.join(self._tools)}",
+                    ErrorCode.NOT_FOUND,
+                )
             try:
                 parsed = tool.args.model_validate(args_dict)
             except ValidationError as exc:
@@ -143,26 +153,31 @@ class ToolRegistry:
             outcome = self._outcome(name, args_dict, result.data, True, started)
             outcome.image_url, outcome.image_camera = result.image_url, result.image_camera
         except ToolError as exc:
-            outcome = self._outcome(
-                name, args_dict, {"error": exc.message, **exc.extra}, False, started
-            )
+            data = {"error": exc.message, **exc.extra}
+            outcome = self._outcome(name, args_dict, data, False, started, exc.code)
         except TimeoutError:
             message = f"the tool did not finish within {self._timeout_s:g} s"
-            outcome = self._outcome(name, args_dict, {"error": message}, False, started)
+            data = {"error": message}
+            outcome = self._outcome(name, args_dict, data, False, started, ErrorCode.TIMEOUT)
         except Exception:
             log.exception("tool_failed", tool=name)
             data = {"error": f"internal error in {name}; lookout's log has the details"}
-            outcome = self._outcome(name, args_dict, data, False, started)
+            outcome = self._outcome(name, args_dict, data, False, started, ErrorCode.INTERNAL)
         log.info("tool_called", tool=name, ok=outcome.ok, ms=outcome.ms)
         return outcome
 
     @staticmethod
     def _outcome(
-        name: str, args: dict[str, Any], data: Any, ok: bool, started: float
+        name: str,
+        args: dict[str, Any],
+        data: Any,
+        ok: bool,
+        started: float,
+        code: ErrorCode | None = None,
     ) -> ToolOutcome:
         content = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
         ms = round((time.perf_counter() - started) * 1000, 2)
-        return ToolOutcome(name, args, data, content, ok, ms)
+        return ToolOutcome(name, args, data, content, ok, ms, error_code=code)
 
 
 def _as_dict(arguments: dict[str, Any] | str | None, error: str | None) -> dict[str, Any]:

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""Callers, cameras, features and ids: one topic level of safe characters."""
+"""Callers, cameras, features and ids: one topic level of safe characters.
+
+Test with ``fullmatch``: with ``match``, ``$`` also accepts a trailing newline. The
+pattern keeps ``$`` because pydantic's Rust regex engine reads ``.pattern`` too.
+"""
 
 RESERVED_USERS = frozenset({"camera", "tools", "status"})
 """First levels under lookout's prefix that are not callers."""
@@ -52,7 +56,7 @@ class Pattern:
         captures: dict[str, str] = {}
         for level, part in zip(self._levels, parts, strict=True):
             if _is_capture(level):
-                if not NAME_RE.match(part):
+                if not NAME_RE.fullmatch(part):
                     return None
                 captures[level[1:-1]] = part
             elif level != part:
@@ -65,7 +69,7 @@ class Pattern:
         for level in self._levels:
             if _is_capture(level):
                 value = values[level[1:-1]]
-                if not NAME_RE.match(value):
+                if not NAME_RE.fullmatch(value):
                     raise ValueError(f"{value!r} is not a valid topic level for {level}")
                 out.append(value)
             else:
@@ -127,3 +131,17 @@ def is_valid_publish_topic(topic: str) -> bool:
         and "\x00" not in topic
         and not topic.startswith("$")
     )
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches an MQTT subscription filter (``+`` and ``#`` wildcards)."""
+    f_levels = topic_filter.split("/")
+    t_levels = topic.split("/")
+    for index, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if index >= len(t_levels):
+            return False
+        if level not in ("+", t_levels[index]):
+            return False
+    return len(f_levels) == len(t_levels)
