@@ -36,10 +36,19 @@ class BrokerUnavailableError(RuntimeError):
 class Broker:
     """A mosquitto process on 127.0.0.1 that a test may stop, kill and restart."""
 
-    def __init__(self, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        extra_conf: str = "",
+        *,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.extra_conf = extra_conf
+        self.password_file = password_file
+        self.acl_file = acl_file
         self._dir = Path(tempfile.mkdtemp(prefix="lookout-mosq-"))
         self.conf = self._dir / "mosquitto.conf"
         self.proc: subprocess.Popen[str] | None = None
@@ -53,7 +62,9 @@ class Broker:
         (self._dir / "data").mkdir(exist_ok=True)
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"password_file {self.password_file}" if self.password_file else "",
+            f"acl_file {self.acl_file}" if self.acl_file else "",
             f"persistence_location {self._dir / 'data'}/",
             "log_dest stderr",
             "log_type error",
