@@ -31,10 +31,21 @@ class Received:
 class MqttTestClient:
     """Subscribe first, then publish, then wait for what arrives (never sleep)."""
 
-    def __init__(self, host: str, port: int, *, protocol: int = 5, client_id: str | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        protocol: int = 5,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self._client = aiomqtt.Client(
             host,
             port,
+            username=username,
+            password=password,
             identifier=client_id or f"test-{uuid.uuid4().hex[:8]}",
             protocol=aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311,
             socket_options=NODELAY,

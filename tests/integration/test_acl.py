@@ -39,9 +39,7 @@ def acl_broker(tmp_path: Path):
 
 
 def login(broker: Broker, user: str) -> MqttTestClient:
-    client = MqttTestClient(broker.host, broker.port)
-    client._client._client.username_pw_set(user, USERS[user])  # noqa: SLF001 - test-only login
-    return client
+    return MqttTestClient(broker.host, broker.port, username=user, password=USERS[user])
 
 
 async def test_users_are_confined_and_lookout_serves_both(acl_broker: Broker, worker_factory):
