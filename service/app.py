@@ -89,7 +89,7 @@ async def build(settings: Settings) -> Runtime:
     journal = Journal(engine)
     events = EventStore(engine)
     frigate = FrigateMirror(settings.frigate, topics, events)
-    frames = FrameStore()
+    frames = FrameStore(max_bytes=settings.limits.max_frame_bytes)
     providers = Providers(settings.llm)
     registry = build_registry(settings)
     conversations = ConversationStore(engine, settings.chat.conversation_ttl_s)

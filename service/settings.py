@@ -179,6 +179,22 @@ class AuthSettings(_Section):
     allow_unknown_users: bool = True
 
 
+class LimitsSettings(_Section):
+    """Bounds on what callers may send; each violation is answered naming its key."""
+
+    max_request_bytes: int = Field(262_144, ge=1024)
+    """Largest request payload (chat, tool, watch, health)."""
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=65_536)
+    """Largest JPEG accepted on a frame or snapshot topic."""
+    max_frigate_bytes: int = Field(1024 * 1024, ge=4096)
+    """Largest JSON message accepted from Frigate's topics."""
+    requests_per_minute: int = Field(120, ge=0)
+    """Per caller, all request kinds together; 0 turns the limit off."""
+    max_chat_messages: int = Field(100, ge=1, le=200)
+    max_chat_text_chars: int = Field(8000, ge=1, le=16_000)
+    max_tool_iterations: int = Field(10, ge=1, le=10)
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -203,6 +219,7 @@ class Settings(_Section):
         default_factory=dict
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)
 
 
