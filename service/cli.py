@@ -1,9 +1,18 @@
-"""The `lookout` command line."""
+"""The `lookout` command line.
+
+``run`` and ``check-config`` work on the local configuration; every other command is
+an MQTT client of a running lookout (:mod:`service.cli_requests`), configured from the
+same file and the same ``--host``/``--port`` overrides.
+
+Exit codes: 0 fine, 1 an error reply or no answer, 2 bad configuration or arguments,
+3 the broker refused the credentials, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +21,32 @@ from service.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
+DEFAULT_USER = "cli"
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", metavar="PATH", help="YAML config file (default: $LOOKOUT_CONFIG)"
+    )
+    common.add_argument("--host", help="broker host (overrides mqtt.host)")
+    common.add_argument("--port", type=int, help="broker port (overrides mqtt.port)")
+    return common
+
+
+def _client(timeout: float) -> argparse.ArgumentParser:
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--user",
+        "-u",
+        default=os.environ.get("LOOKOUT_USER", DEFAULT_USER),
+        help="the caller name requests are made as (default: $LOOKOUT_USER or 'cli')",
+    )
+    client.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds to wait (default {timeout:g})"
+    )
+    client.add_argument("--json", action="store_true", help="print the reply as JSON")
+    return client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,15 +55,55 @@ def _parser() -> argparse.ArgumentParser:
         description="Talk to your cameras over MQTT: LLM chat with tools and VLM camera watches.",
     )
     parser.add_argument("--version", action="version", version=f"lookout {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", "-c", metavar="PATH", help="YAML config file (default: $LOOKOUT_CONFIG)"
-    )
-    common.add_argument("--host", help="broker host (overrides mqtt.host)")
-    common.add_argument("--port", type=int, help="broker port (overrides mqtt.port)")
+    common = _common()
+    quick, slow = _client(30.0), _client(300.0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the worker until SIGTERM or Ctrl-C")
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    sub.add_parser(
+        "health", parents=[common, _client(10.0)], help="ask a running lookout for its health"
+    )
+
+    ask = sub.add_parser(
+        "ask",
+        parents=[common, slow],
+        help="ask a question; the answer streams as it comes",
+        description="Ask lookout a question. The answer goes to stdout as it streams; tool "
+        "calls, reasoning and the conversation id go to stderr.",
+    )
+    ask.add_argument("text", nargs="+", help="the question ('-' reads it from stdin)")
+    ask.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    ask.add_argument("--show-reasoning", action="store_true", help="show the model's reasoning")
+    ask.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    ask.add_argument("--max-tool-iterations", type=int, metavar="N", help="1-10 (default 5)")
+    thinking = ask.add_mutually_exclusive_group()
+    thinking.add_argument("--thinking", dest="thinking", action="store_true", default=None)
+    thinking.add_argument("--no-thinking", dest="thinking", action="store_false")
+
+    watch = sub.add_parser("watch", help="start, list or cancel camera watches")
+    wsub = watch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = wsub.add_parser(
+        "start", parents=[common, quick], help="watch a camera until something happens"
+    )
+    start.add_argument("--camera", required=True, help="camera id")
+    start.add_argument("--condition", required=True, help="what to wait for, in plain words")
+    start.add_argument("--minutes", type=int, help="give up after this many minutes")
+    start.add_argument("--labels", nargs="+", metavar="LABEL", help="object classes that trigger")
+    start.add_argument("--zones", nargs="+", metavar="ZONE", help="only detections in these zones")
+    wsub.add_parser("list", parents=[common, quick], help="list your watches")
+    cancel = wsub.add_parser("cancel", parents=[common, quick], help="cancel a watch")
+    cancel.add_argument("job_id", metavar="JOB", help="the watch's job id")
+
+    tools = sub.add_parser(
+        "tools", parents=[common, quick], help="list lookout's tools, or run one"
+    )
+    tools.add_argument("--run", metavar="NAME", help="run this tool with your rights")
+    tools.add_argument("--args", metavar="JSON", default="{}", help="the tool's arguments")
+
+    events = sub.add_parser("events", parents=[common, quick], help="recent stored events")
+    events.add_argument("--camera", help="only this camera")
+    events.add_argument("--label", help="only this object class (person, car, …)")
+    events.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
     return parser
 
 
@@ -58,32 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration OK (broker {settings.mqtt.host}:{settings.mqtt.port})")
         return 0
-    if args.command == "health":
-        return _health(settings, args)
-    return _run(settings)
+    if args.command == "run":
+        return _run(settings)
+    from service import cli_requests  # noqa: PLC0415 - keep `run` start-up lean
 
-
-def _health(settings: Settings, args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    from service.client import RequestTimeoutError, call  # noqa: PLC0415
-
-    try:
-        reply = asyncio.run(call(settings, args.user, "health", {}, timeout=args.timeout))
-    except RequestTimeoutError as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(reply, indent=2))
-    elif reply.get("type") == "done":
-        broker = reply.get("broker", {})
-        print(
-            f"lookout {reply.get('version')} up {reply.get('uptime_s', 0):.0f} s, "
-            f"broker connected={broker.get('connected')} connects={broker.get('connects')}"
-        )
-    else:
-        print(f"lookout: error: {reply.get('error')}", file=sys.stderr)
-    return 0 if reply.get("type") == "done" else 1
+    return cli_requests.dispatch(settings, args)
 
 
 def _run(settings: Settings) -> int:
