@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from service.watch_machine import WatchSettings
+
 ENV_PREFIX = "LOOKOUT_"
 CONFIG_ENV = "LOOKOUT_CONFIG"
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -214,6 +216,7 @@ class Settings(_Section):
     frigate: FrigateSettings = Field(default_factory=FrigateSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     users: dict[Annotated[str, Field(pattern=NAME_PATTERN)], UserSettings] = Field(
         default_factory=dict
