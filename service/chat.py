@@ -108,6 +108,7 @@ class ChatService:
     async def handle(self, request: ChatRequest, ctx: RequestContext) -> None:
         """Answer one chat request, streaming unless asked not to."""
         access = access_for(self.settings, ctx.user)
+        self._check_limits(request)
         try:
             self.providers.require_chat()
         except LlmError as exc:
@@ -125,6 +126,30 @@ class ChatService:
                     ErrorCode.TIMEOUT,
                     f"no answer within {self.settings.chat.request_deadline_s:g} s",
                 ) from None
+
+    def _check_limits(self, request: ChatRequest) -> None:
+        limits = self.settings.limits
+        problems = []
+        if request.messages is not None and len(request.messages) > limits.max_chat_messages:
+            problems.append(
+                f"{len(request.messages)} messages; limits.max_chat_messages is "
+                f"{limits.max_chat_messages}"
+            )
+        texts = [request.text] if request.text is not None else []
+        texts += [m.content for m in request.messages or [] if isinstance(m.content, str)]
+        longest = max((len(t) for t in texts), default=0)
+        if longest > limits.max_chat_text_chars:
+            problems.append(
+                f"a message of {longest} characters; limits.max_chat_text_chars is "
+                f"{limits.max_chat_text_chars}"
+            )
+        if request.max_tool_iterations > limits.max_tool_iterations:
+            problems.append(
+                f"max_tool_iterations {request.max_tool_iterations}; "
+                f"limits.max_tool_iterations is {limits.max_tool_iterations}"
+            )
+        if problems:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "over a limit: " + "; ".join(problems))
 
     async def cancel(self, request: ChatCancelRequest, ctx: RequestContext) -> None:
         """Stop a running chat; its own stream ends with ``error: cancelled``."""

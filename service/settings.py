@@ -222,7 +222,7 @@ class Settings(_Section):
         default_factory=dict
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    limits: LimitsSettings = Field(default_factory=LimitsSettings)  # type: ignore[arg-type]
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
 
