@@ -52,6 +52,7 @@ class RequestContext:
     reply: ReplyChannel
     received_at: float
     cancel_reason: ErrorCode | None = None
+    refused_reply_to: str | None = None
 
 
 RequestHandler = Callable[[Any, RequestContext], Awaitable[None]]
@@ -99,6 +100,7 @@ class DispatchStats:
     duplicates: int = 0
     overloaded: int = 0
     handler_errors: int = 0
+    refused: int = 0
     unrouted: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -113,7 +115,11 @@ class Dispatcher:
         journal: Journal,
         request_routes: list[RequestRoute],
         message_routes: list[MessageRoute],
+        admission: Callable[[str, int], RequestError | None] | None = None,
+        protected_prefixes: tuple[str, ...] = (),
     ) -> None:
+        self._admission = admission
+        self._protected = protected_prefixes
         self._publisher = publisher
         self._topics = topics
         self._journal = journal
@@ -122,6 +128,9 @@ class Dispatcher:
         self._running: dict[tuple[str, str], _Running] = {}
         self._active_by_kind: dict[RequestKind, int] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._ready = asyncio.Event()
         self.stats = DispatchStats()
 
@@ -212,7 +221,13 @@ class Dispatcher:
     def _context(self, kind: RequestKind, user: str, message: Message) -> RequestContext:
         request_id, reply_to = peek_envelope(message.payload)
         request_id = request_id or new_request_id()
-        topic = message.response_topic or reply_to or self._topics.default_reply(user, request_id)
+        asked = message.response_topic or reply_to
+        refused = None
+        if asked is not None and not self._topics.reply_allowed(user, asked, self._protected):
+            # Answer where the caller can always listen, and say why.
+            refused = asked
+            asked = None
+        topic = asked or self._topics.default_reply(user, request_id)
         route = ReplyRoute(topic, message.correlation_data)
         return RequestContext(
             user=user,
@@ -220,6 +235,7 @@ class Dispatcher:
             kind=kind,
             reply=ReplyChannel(self._publisher, route, request_id),
             received_at=time.time(),
+            refused_reply_to=refused,
         )
 
     def _on_request(self, kind: RequestKind, user: str, message: Message) -> None:
@@ -227,6 +243,10 @@ class Dispatcher:
         self.stats.requests += 1
         self.stats.by_kind[kind.value] = self.stats.by_kind.get(kind.value, 0) + 1
         route = self._requests[kind]
+        refusal = self._admit(ctx, len(message.payload))
+        if refusal is not None:
+            self._spawn(self._reject(ctx, message, refusal), f"refused:{kind.value}")
+            return
         if route.control:
             self._spawn(self._control(ctx, route, message), f"ctl:{kind.value}:{user}")
             return
@@ -256,8 +276,29 @@ class Dispatcher:
         )
         self._start(ctx, route, message.payload, entry, message)
 
+    def _admit(self, ctx: RequestContext, size: int) -> RequestError | None:
+        if ctx.refused_reply_to is not None:
+            return RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"lookout does not publish replies to {ctx.refused_reply_to!r}: use a topic "
+                "outside lookout's and Frigate's, or one under your own lookout/<user>/",
+            )
+        return self._admission(ctx.user, size) if self._admission is not None else None
+
+    async def _reject(self, ctx: RequestContext, message: Message, error: RequestError) -> None:
+        self.stats.refused += 1
+        try:
+            await _safe_error(ctx, error.code, error.message, **error.details)
+        finally:
+            message.ack()
+
     def _replay(self, entry: JournalEntry) -> None:
-        kind = RequestKind(entry.kind)
+        try:
+            kind = RequestKind(entry.kind)
+        except ValueError:
+            log.warning("journal_entry_unknown_kind", kind=entry.kind, request_id=entry.id)
+            self._spawn(_finish_journal_entry(self._journal, entry), "replay-skip")
+            return
         route = self._requests.get(kind)
         ctx = RequestContext(
             user=entry.user,
@@ -271,6 +312,7 @@ class Dispatcher:
         log.info("request_replayed", user=entry.user, request_id=entry.id, kind=entry.kind)
         if route is None:
             self._spawn(self._refuse(ctx, None, f"unknown kind {entry.kind}"), "replay")
+            self._spawn(_finish_journal_entry(self._journal, entry), "replay-skip")
             return
         self._start(ctx, route, entry.payload, None, None)
 
@@ -290,7 +332,20 @@ class Dispatcher:
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         if self._tg is None:
             raise RuntimeError("dispatcher is not running")
-        return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no request, refusal or handler task is running."""
+        await self._idle.wait()
 
     async def _control(self, ctx: RequestContext, route: RequestRoute, message: Message) -> None:
         message.ack()
@@ -310,9 +365,7 @@ class Dispatcher:
 
     async def _refuse(self, ctx: RequestContext, message: Message | None, why: str) -> None:
         try:
-            await ctx.reply.error(ErrorCode.OVERLOADED, f"overloaded: {why}; try again later")
-        except Exception:
-            log.exception("reply_failed", request_id=ctx.request_id)
+            await _safe_error(ctx, ErrorCode.OVERLOADED, f"overloaded: {why}; try again later")
         finally:
             if message is not None:
                 message.ack()
@@ -336,7 +389,17 @@ class Dispatcher:
                     try:
                         journaled = await self._journal.begin(entry)
                     except asyncio.CancelledError:
-                        await _safe_error(ctx, ErrorCode.SHUTTING_DOWN, "lookout is stopping")
+                        if message is not None:
+                            message.ack()
+                        reason = ctx.cancel_reason or ErrorCode.SHUTTING_DOWN
+                        text = (
+                            "cancelled by the caller"
+                            if reason == ErrorCode.CANCELLED
+                            else "lookout is stopping"
+                        )
+                        await _safe_error(ctx, reason, text)
+                        if reason == ErrorCode.CANCELLED:
+                            return
                         raise
                     except Exception:
                         # Without the journal we cannot promise exactly-once: say so, and
@@ -412,8 +475,28 @@ async def _safe_error(ctx: RequestContext, code: ErrorCode, message: str, **deta
 
 
 async def _finish_journal(journal: Journal, ctx: RequestContext, outcome: str) -> None:
+    """Record the outcome even if we are cancelled meanwhile (then re-raise the cancel).
+
+    A lost write would make the request look unanswered and replay it after a restart,
+    giving the caller a second terminal reply.
+    """
+    write = asyncio.ensure_future(journal.finish(ctx.user, ctx.request_id, outcome))
+    cancelled = False
+    while not write.done():
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            log.exception("journal_finish_failed")
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _finish_journal_entry(journal: Journal, entry: JournalEntry) -> None:
     try:
-        await asyncio.shield(journal.finish(ctx.user, ctx.request_id, outcome))
+        await journal.finish(entry.user, entry.id, "skipped")
     except Exception:
         log.exception("journal_finish_failed")
 

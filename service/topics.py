@@ -117,6 +117,24 @@ class TopicMap:
                 return kind, captures["user"]
         return None
 
+    def reply_allowed(self, user: str, topic: str, protected: tuple[str, ...] = ()) -> bool:
+        """Whether lookout may publish a caller's replies to ``topic``.
+
+        A reply topic is chosen by the caller, so it must not let one caller write into
+        another's namespace, into lookout's own request, status or frame topics, into
+        Frigate's topics (a `<camera>/<feature>/set` is a command) or into ``protected``
+        prefixes such as Home Assistant's discovery topics.
+        """
+        if not is_valid_publish_topic(topic):
+            return False
+        for prefix in (self.frigate_prefix, *protected):
+            if topic == prefix or topic.startswith(prefix + "/"):
+                return False
+        if topic == self.prefix or topic.startswith(self.prefix + "/"):
+            owner = topic[len(self.prefix) + 1 :].split("/", 1)[0]
+            return owner == user and self.request_kind(topic) is None
+        return True
+
     def default_reply(self, user: str, request_id: str) -> str:
         """Where replies go when the request names no other place."""
         return self.reply.format(user=user, id=request_id)

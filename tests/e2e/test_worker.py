@@ -229,3 +229,26 @@ def test_bad_config_lists_every_problem_without_traceback(tmp_path):
         ):
             assert key in err, err
         assert "Traceback" not in err
+
+
+async def test_reply_to_cannot_aim_at_frigate_or_another_user(broker, worker_factory, mqtt):
+    worker = worker_factory(broker, config={"limits": {"requests_per_minute": 5}})
+    worker.start()
+    await worker.wait_online(mqtt)
+    p = worker.prefix
+    mine = await mqtt.subscribe(f"{p}/eve/reply/+")
+    spy = await mqtt.subscribe("frigate/front/detect/set")
+    await mqtt.publish(f"{p}/eve/health", {"id": "aim1", "reply_to": "frigate/front/detect/set"})
+    err = (await next_message(mine)).json()
+    assert err["id"] == "aim1"
+    assert err["error"]["code"] == "invalid_request"
+    assert "frigate/front/detect/set" in err["error"]["message"]
+    # The rate limit: 5 a minute, burst included (aim1 was refused before it counted).
+    replies = []
+    for n in range(6):
+        await mqtt.publish(f"{p}/eve/health", {"id": f"r{n}"})
+        replies.append((await next_message(mine)).json())
+    assert [r["type"] for r in replies] == ["done"] * 5 + ["error"]
+    assert replies[-1]["error"]["code"] == "rate_limited"
+    assert "limits.requests_per_minute" in replies[-1]["error"]["message"]
+    assert spy.empty()
