@@ -70,7 +70,7 @@ class ChatRequest(Request):
     @field_validator("conversation_id")
     @classmethod
     def _conversation(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_RE.match(value):
+        if value is not None and not NAME_RE.fullmatch(value):
             raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
         return value
 

@@ -304,7 +304,7 @@ class FrameStore:
         """
         if (frame := self._newer(camera, after_seq, allow_snapshot)) is not None:
             return frame
-        if timeout <= 0 or not NAME_RE.match(camera):
+        if timeout <= 0 or not NAME_RE.fullmatch(camera):
             return None
         try:
             async with asyncio.timeout(timeout):
@@ -358,14 +358,14 @@ class FrameStore:
         return None
 
     def _camera_ok(self, camera: str) -> bool:
-        if not isinstance(camera, str) or not NAME_RE.match(camera):
+        if not isinstance(camera, str) or not NAME_RE.fullmatch(camera):
             return False
         known = camera in self._live or camera in self._snapshots
         return known or len(self._live.keys() | self._snapshots.keys()) < self._max_cameras
 
     def _reject(self, camera: Any, reason: str, size: int) -> None:
         self._counts[f"rejected_{reason}"] += 1
-        shown = camera if isinstance(camera, str) and NAME_RE.match(camera) else "<invalid>"
+        shown = camera if isinstance(camera, str) and NAME_RE.fullmatch(camera) else "<invalid>"
         suppressed = self._warn.allow((shown, reason))
         if suppressed is not None:
             log.warning(

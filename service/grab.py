@@ -247,7 +247,7 @@ async def run_grab(
     Raises:
         ValueError: An argument is out of range.
     """
-    if not NAME_RE.match(camera):
+    if not NAME_RE.fullmatch(camera):
         raise ValueError(f"{camera!r} is not a valid camera name")
     if not (fps > 0 and 1 <= quality <= 100 and (max_height is None or max_height >= 1)):
         raise ValueError("need fps > 0, 1 <= quality <= 100 and max_height >= 1")

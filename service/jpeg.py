@@ -217,7 +217,7 @@ async def fetch_latest_jpeg(
         FrameError: With ``reason`` ``bad_camera``, ``http_unavailable``, ``timeout``,
             ``unreachable``, ``unknown_camera``, ``http_status``, ``too_large`` or ``not_jpeg``.
     """
-    if not NAME_RE.match(camera):
+    if not NAME_RE.fullmatch(camera):
         raise FrameError("bad_camera", f"{camera!r} is not a valid camera name")
     try:
         import httpx2  # noqa: PLC0415 -- only this fallback path needs an HTTP client

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.watch_machine import WatchSettings
+from service.watch_settings import WatchSettings
 
 ENV_PREFIX = "LOOKOUT_"
 CONFIG_ENV = "LOOKOUT_CONFIG"
@@ -75,9 +75,14 @@ class MqttSettings(_Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not value or any(c in value for c in "#+") or value.startswith("/"):
-            raise ValueError("must be a plain topic level path without wildcards")
-        return value.rstrip("/")
+        return _topic_prefix(value)
+
+
+def _topic_prefix(value: str) -> str:
+    value = value.rstrip("/")
+    if not value or any(c in value for c in "#+$\x00") or value.startswith("/"):
+        raise ValueError("must be a plain topic level path without wildcards")
+    return value
 
 
 class CameraSettings(_Section):
@@ -101,6 +106,11 @@ class FrigateSettings(_Section):
     """How long `set_camera_state` waits for Frigate's state topic to confirm a change."""
     camera_monitoring: bool = True
     """Mirror watch alerts onto `frigate/camera_monitoring` in Frigate's shape."""
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _topic_prefix(value)
 
 
 Role = Literal["chat", "vision"]
@@ -129,7 +139,8 @@ class ProviderSettings(_Section):
     )
     """How `enable_thinking` reaches the server (llama.cpp/vLLM, Ollama, OpenAI/Gemini)."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Sent with every request; may carry credentials, so kept out of reprs."""
 
 
 class LlmSettings(_Section):
@@ -163,7 +174,8 @@ class ChatSettings(_Section):
 class StoreSettings(_Section):
     """Where events, conversations, watches and the request journal live."""
 
-    url: str = "sqlite:///data/lookout.db"
+    url: str = Field("sqlite:///data/lookout.db", repr=False)
+    """May hold a database password, so kept out of reprs and logs."""
     retention_days: float = Field(30.0, gt=0)
 
 
