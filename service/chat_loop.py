@@ -33,6 +33,11 @@ from service.tools import ToolContext, ToolOutcome, ToolRegistry
 
 log = structlog.get_logger(__name__)
 
+LENGTH_FALLBACK = (
+    "I could not finish looking this up within the allowed number of steps. "
+    "Try asking a narrower question."
+)
+
 LAST_CALL_NOTE = (
     "You have used all tool calls available for this question. Answer now from the tool "
     "results above; say briefly what you could not check."
@@ -108,10 +113,15 @@ class ChatLoop:
             pending_images = []
             if not turn.tool_calls or last_call:
                 content = turn.content
-                chain.append({"role": "assistant", "content": content})
                 reason = "length" if last_call else (turn.finish_reason or "stop")
                 if reason == "tool_calls":
                     reason = "length"
+                if not content.strip() and reason == "length":
+                    # A model that keeps asking for tools even when offered none.
+                    content = LENGTH_FALLBACK
+                    if self._settings.stream:
+                        await self._reply.send("content", {"delta": content})
+                chain.append({"role": "assistant", "content": content})
                 return LoopResult(content, reason, iterations, executed, chain, self._stats())
             iterations += 1
             chain.append(turn.assistant_message())
