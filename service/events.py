@@ -310,6 +310,16 @@ class EventStore:
             result = await conn.execute(query)
             return [review_row(row) for row in result.mappings()]
 
+    async def cameras(self) -> list[str]:
+        """Every camera the history knows, so a restart remembers cameras Frigate is quiet about."""
+        async with self._engine.connect() as conn:
+            query = (
+                sa.select(events_table.c.camera)
+                .distinct()
+                .where(events_table.c.camera.is_not(None))
+            )
+            return sorted(str(row[0]) for row in await conn.execute(query))
+
     async def count(self) -> int:
         """Number of stored events (fragments included)."""
         async with self._engine.connect() as conn:
