@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -483,42 +482,3 @@ async def test_retention_task_runs_until_close(engine: AsyncEngine) -> None:
     async with asyncio.timeout(5):
         await task
     assert await store.count() == 0
-
-
-# -- PostgreSQL (opt-in) ---------------------------------------------------------------
-
-PG_URL = os.environ.get("LOOKOUT_TEST_PG_URL")
-
-
-@pytest.mark.skipif(not PG_URL, reason="set LOOKOUT_TEST_PG_URL to run against PostgreSQL")
-async def test_same_store_on_postgresql() -> None:
-    assert PG_URL is not None
-    engine = create_engine(PG_URL)
-    try:
-        from service.event_schema import TABLES
-
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda c: [t.drop(c, checkfirst=True) for t in reversed(TABLES)])
-        store = EventStore(engine, zone_probe=2)
-        await store.start()
-        for i in range(2000):
-            store.submit(patch(f"pg{i}", T0 + i, ["a", "b"][i % 2], zones=(f"z{i % 3}",)))
-        store.submit(patch("pg1", T0 + 1, "b", sub_label="Zoë", zones=("z9",)))
-        store.submit(
-            EventPatch(id="pg1", start_time=T0, updated_at=T0, face="Zoë", description="d")
-        )
-        store.submit_review(review("r", "a", T0, None))
-        await store.flush()
-        assert await store.count() == 2000
-        assert await ids(store, cameras=["a"], limit=2) == ["pg1998", "pg1996"]
-        assert await ids(store, sub_labels=["zoë"]) == ["pg1"]
-        assert await ids(store, zones=["z9"]) == ["pg1"]
-        assert len(await store.search(zones=["z0", "z1"], limit=100)) == 100
-        assert await ids(store, cameras=[]) == []
-        assert [r.id for r in await store.reviews(after=T0 - 1)] == ["r"]
-        row = await store.get("pg1")
-        assert row is not None and row.zones == ("z1", "z9") and row.description == "d"
-        assert (await store.purge(0)).events == 2000
-        await store.close()
-    finally:
-        await engine.dispose()
