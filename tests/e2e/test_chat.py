@@ -13,7 +13,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from tests.fake_llm import FakeLLM, error, hang, text, tool_calls
+from tests.fake_llm import FakeLLM, error, hang, reasoning, text, tool_calls
 from tests.frigate_replay import build_session
 from tests.mqttc import MqttTestClient, next_message, request, until_terminal
 
@@ -268,3 +268,75 @@ async def test_cancel_a_running_chat(broker, worker_factory, mqtt):
         assert out[-1]["error"]["code"] == "cancelled"
         with pytest.raises(TimeoutError):
             await next_message(queue, timeout=0.5)
+
+
+QUIRK_CALLS = [("get_profile_status", {}), ("search_objects", {"label": "person"})]
+QUIRKS = [
+    ("openai", tool_calls(QUIRK_CALLS, style="openai", usage=(10, 5))),
+    ("interleaved fragments", tool_calls(QUIRK_CALLS, style="fragments")),
+    ("whole call in one chunk", tool_calls(QUIRK_CALLS, style="whole")),
+    ("gemini: no index, stop on a tool turn", tool_calls(QUIRK_CALLS, style="gemini_no_index")),
+    ("ollama: every call at index 0", tool_calls(QUIRK_CALLS, style="ollama_index0")),
+    ("no index on fragments", tool_calls(QUIRK_CALLS, style="no_index_fragments")),
+    ("no ids", tool_calls(QUIRK_CALLS, style="no_ids")),
+    (
+        "empty and missing arguments",
+        tool_calls(
+            [{"name": "get_profile_status", "arguments": ""}, ("get_profile_status", {})],
+            style="whole",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "turn"), QUIRKS, ids=[q[0] for q in QUIRKS])
+async def test_server_quirks_through_the_worker(broker, worker_factory, mqtt, name, turn):
+    async with FakeLLM() as fake:
+        worker, _ = await start(worker_factory, broker, mqtt, fake)
+        fake.push(turn, text("done."))
+        out = await request(mqtt, worker.prefix, "q", "chat", {"text": "go"}, timeout=30)
+        assert out[-1]["type"] == "done", (name, out[-1])
+        results = [r for r in out if r["type"] == "tool_result"]
+        assert len(results) == 2, (name, results)
+        assert all(r["ok"] for r in results), (name, results)
+        reqs = await fake.wait_for_requests(2)
+        replayed = reqs[1].messages
+        assistant = next(m for m in replayed if m["role"] == "assistant")
+        call_ids = [c["id"] for c in assistant["tool_calls"]]
+        assert len(set(call_ids)) == 2  # unique, even when the server reused or omitted them
+        tool_ids = [m["tool_call_id"] for m in replayed if m["role"] == "tool"]
+        assert tool_ids == call_ids
+
+
+async def test_reasoning_fields_invalid_arguments_and_gemini_signatures(
+    broker, worker_factory, mqtt
+):
+    async with FakeLLM() as fake:
+        worker, _ = await start(worker_factory, broker, mqtt, fake)
+        signed = {
+            "name": "get_profile_status",
+            "arguments": {},
+            "extra": {"extra_content": {"google": {"thought_signature": "c2lnbmF0dXJl"}}},
+        }
+        fake.push(
+            tool_calls([signed], style="gemini_no_index"),
+            tool_calls([{"name": "search_objects", "arguments": '{"label": "per'}], style="whole"),
+            reasoning("thinking it over", "answer one", field_name="reasoning_content"),
+        )
+        out = await request(mqtt, worker.prefix, "g", "chat", {"text": "go"}, timeout=30)
+        assert out[-1]["type"] == "done", out[-1]
+        assert out[-1]["message"]["content"] == "answer one"
+        assert "".join(r["delta"] for r in out if r["type"] == "reasoning") == "thinking it over"
+        bad = [r for r in out if r["type"] == "tool_result" and r["name"] == "search_objects"]
+        assert bad and not bad[0]["ok"] and "JSON" in bad[0]["result"]["error"]
+        reqs = await fake.wait_for_requests(3)
+        assistant = next(m for m in reqs[1].messages if m["role"] == "assistant")
+        assert (
+            assistant["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
+            == "c2lnbmF0dXJl"
+        )
+        # The other reasoning field name.
+        fake.push(reasoning("hmm", "answer two", field_name="reasoning"))
+        out = await request(mqtt, worker.prefix, "g", "chat", {"text": "again"}, timeout=30)
+        assert "".join(r["delta"] for r in out if r["type"] == "reasoning") == "hmm"
+        assert out[-1]["message"]["content"] == "answer two"
