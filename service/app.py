@@ -31,6 +31,7 @@ from service.frames import FrameStore
 from service.frigate import FrigateMirror
 from service.health import HealthReporter, HealthRequest
 from service.journal import Journal
+from service.limits import Admission
 from service.llm import Providers
 from service.router import Dispatcher, MessageRoute, RequestRoute
 from service.settings import Settings
@@ -39,6 +40,7 @@ from service.tool_request import ToolRequest, ToolService, build_registry
 from service.tooldeps import ToolDeps
 from service.tools import ToolRegistry
 from service.topics import RequestKind, TopicMap, filter_matches
+from service.watch import WatchEngine, WatchRequest  # watch wiring (issue 5)
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +66,7 @@ class Runtime:
     providers: Providers
     registry: ToolRegistry
     conversations: ConversationStore
+    watches: WatchEngine | None = None  # watch wiring (issue 5)
     started_at: float = field(default_factory=time.time)
 
 
@@ -94,6 +97,9 @@ async def build(settings: Settings) -> Runtime:
     registry = build_registry(settings)
     conversations = ConversationStore(engine, settings.chat.conversation_ttl_s)
     publisher = _LatePublisher()
+    # -- watch wiring (issue 5) -------------------------------------------------------
+    watches = WatchEngine(settings, topics, engine, frigate, frames, providers, publisher)
+    # -- end watch wiring -------------------------------------------------------------
     deps = ToolDeps(
         settings=settings,
         topics=topics,
@@ -103,6 +109,7 @@ async def build(settings: Settings) -> Runtime:
         publisher=publisher,
         providers=providers,
         tz=local_zone(settings.chat.timezone),
+        watches=watches,  # watch wiring (issue 5)
     )
     health = HealthReporter()
     chat = ChatService(settings, providers, registry, conversations, frigate, deps)
@@ -114,9 +121,16 @@ async def build(settings: Settings) -> Runtime:
         ),
         RequestRoute(RequestKind.CHAT_CANCEL, ChatCancelRequest, chat.cancel, control=True),
         RequestRoute(RequestKind.TOOL, ToolRequest, tools.handle),
+        RequestRoute(RequestKind.WATCH, WatchRequest, watches.handle),  # watch wiring (issue 5)
     ]
     dispatcher = Dispatcher(
-        publisher, topics, journal, request_routes, _message_routes(topics, frigate, frames)
+        publisher,
+        topics,
+        journal,
+        request_routes,
+        _message_routes(topics, frigate, frames),
+        admission=Admission(settings).check,
+        protected_prefixes=("homeassistant",),
     )
     chat.dispatcher = dispatcher
     bus = MqttBus(settings.mqtt, topics, dispatcher.subscriptions(), dispatcher.overflow)
@@ -125,6 +139,7 @@ async def build(settings: Settings) -> Runtime:
         settings, topics, engine, journal, health, bus, dispatcher, events, frigate, frames,
         providers, registry, conversations,
     )  # fmt: skip
+    runtime.watches = watches  # watch wiring (issue 5)
     _register_health(runtime)
     return runtime
 
@@ -206,10 +221,12 @@ def _register_health(runtime: Runtime) -> None:
         lambda: {
             "available": runtime.frigate.available(),
             "cameras": [c.id for c in runtime.frigate.cameras()],
-            **runtime.frigate.stats(),
+            "messages": runtime.frigate.stats(),
         },
     )
     h.register("store", runtime.events.stats)
+    if runtime.watches is not None:  # watch wiring (issue 5)
+        h.register("watches", runtime.watches.stats)
     h.register("frames", runtime.frames.stats)
     h.register(
         "llm",
@@ -222,6 +239,10 @@ def _register_health(runtime: Runtime) -> None:
 
 async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; then stop requests, the writer, the bus and the store."""
+    # Cameras the history knows, before any request can ask about them.
+    await runtime.events.start()
+    for camera in await runtime.events.cameras():
+        runtime.frigate.registry.learn(camera)
     replay = await runtime.journal.unfinished()
     if replay:
         log.info("journal_replay", count=len(replay))
@@ -229,12 +250,16 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         runtime.topics.tools, json.dumps({"tools": runtime.registry.schemas()}).encode()
     )
     async with asyncio.TaskGroup() as tg:
-        await runtime.events.start()
         writer_task = tg.create_task(runtime.events.run(), name="event-writer")
         bus_task = tg.create_task(runtime.bus.run(), name="bus")
         dispatch_task = tg.create_task(
             runtime.dispatcher.run(runtime.bus.messages(), replay), name="dispatch"
         )
+        # -- watch wiring (issue 5) ---------------------------------------------------
+        watch_task = (
+            tg.create_task(runtime.watches.run(), name="watches") if runtime.watches else None
+        )
+        # -- end watch wiring ---------------------------------------------------------
         side_tasks = [
             tg.create_task(_announce_ready(runtime), name="announce-ready"),
             tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
@@ -247,6 +272,11 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             task.cancel()
         dispatch_task.cancel()
         await asyncio.wait([dispatch_task], timeout=SHUTDOWN_GRACE_S)
+        # -- watch wiring (issue 5): stopped while the bus still carries its last states.
+        if watch_task is not None:
+            watch_task.cancel()
+            await asyncio.wait([watch_task], timeout=SHUTDOWN_GRACE_S)
+        # -- end watch wiring ---------------------------------------------------------
         with contextlib.suppress(Exception):
             await runtime.events.close()
         writer_task.cancel()
