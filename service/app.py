@@ -29,6 +29,7 @@ from service.db import create_engine, create_tables
 from service.events import EventStore
 from service.frames import FrameStore
 from service.frigate import FrigateMirror
+from service.ha_bridge import HomeAssistantBridge
 from service.health import HealthReporter, HealthRequest
 from service.journal import Journal
 from service.limits import Admission
@@ -67,6 +68,7 @@ class Runtime:
     registry: ToolRegistry
     conversations: ConversationStore
     watches: WatchEngine | None = None  # watch wiring (issue 5)
+    bridge: HomeAssistantBridge | None = None
     started_at: float = field(default_factory=time.time)
 
 
@@ -112,6 +114,7 @@ async def build(settings: Settings) -> Runtime:
         watches=watches,  # watch wiring (issue 5)
     )
     health = HealthReporter()
+    bridge = HomeAssistantBridge(settings.homeassistant, topics)
     chat = ChatService(settings, providers, registry, conversations, frigate, deps)
     tools = ToolService(settings, registry, deps)
     request_routes = [
@@ -128,9 +131,9 @@ async def build(settings: Settings) -> Runtime:
         topics,
         journal,
         request_routes,
-        _message_routes(topics, frigate, frames),
+        _message_routes(topics, frigate, frames) + _bridge_routes(bridge),
         admission=Admission(settings).check,
-        protected_prefixes=("homeassistant",),
+        protected_prefixes=(settings.homeassistant.discovery_prefix,),
     )
     chat.dispatcher = dispatcher
     bus = MqttBus(settings.mqtt, topics, dispatcher.subscriptions(), dispatcher.overflow)
@@ -140,6 +143,7 @@ async def build(settings: Settings) -> Runtime:
         providers, registry, conversations,
     )  # fmt: skip
     runtime.watches = watches  # watch wiring (issue 5)
+    runtime.bridge = bridge
     _register_health(runtime)
     return runtime
 
@@ -191,6 +195,13 @@ def _message_routes(
             )
         )
     return routes
+
+
+def _bridge_routes(bridge: HomeAssistantBridge) -> list[MessageRoute]:
+    return [
+        MessageRoute(f, qos, functools.partial(filter_matches, f), bridge.handle, "homeassistant")
+        for f, qos in bridge.subscriptions()
+    ]
 
 
 def _register_health(runtime: Runtime) -> None:
@@ -265,6 +276,12 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
             tg.create_task(_housekeeping(runtime), name="housekeeping"),
             tg.create_task(_warm_llm_import(runtime), name="warm-openai"),
+            # A side task, so it stops while the bus can still carry its last publish.
+            *(
+                [tg.create_task(runtime.bridge.run(runtime.bus), name="homeassistant")]
+                if runtime.bridge
+                else []
+            ),
         ]
         await stop.wait()
         log.info("shutdown_started")

@@ -136,7 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(settings)
     from service import cli_requests  # noqa: PLC0415 - keep `run` start-up lean
+    from service.log import configure_logging  # noqa: PLC0415
 
+    # stdout carries the answer (`--json` feeds jq); the bus's own log lines go to
+    # stderr, and only when something is wrong.
+    configure_logging("warning", settings.log.format)
     return cli_requests.dispatch(settings, args)
 
 

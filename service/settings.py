@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.discovery import HomeAssistantSettings
 from service.watch_settings import WatchSettings
 
 ENV_PREFIX = "LOOKOUT_"
@@ -235,6 +236,7 @@ class Settings(_Section):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
 

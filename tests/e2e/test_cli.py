@@ -63,7 +63,7 @@ async def test_health_of_a_running_worker_prints_its_version(broker, worker_fact
     worker = worker_factory(broker)
     worker.start()
     await worker.wait_online(mqtt)
-    asked = await mqtt.subscribe(f"{worker.prefix}/+/health")
+    asked = await mqtt.subscribe(f"{worker.prefix}/probe/health")
     result = await lookout("health", "--config", str(worker.config_path), "--user", "probe")
     assert result.code == 0, result.stderr
     (line,) = result.stdout.strip().splitlines()

@@ -51,7 +51,9 @@ async def test_users_are_confined_and_lookout_serves_both(acl_broker: Broker, wo
                 "username": "lookout",
                 "password": USERS["lookout"],
                 "client_id": f"lookout-{uuid.uuid4().hex[:6]}",
-            }
+            },
+            # The Home Assistant bridge asks for health on its own; keep the count exact.
+            "homeassistant": {"discovery": False},
         },
     )
     worker.start()
