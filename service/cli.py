@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     tools.add_argument("--run", metavar="NAME", help="run this tool with your rights")
     tools.add_argument("--args", metavar="JSON", default="{}", help="the tool's arguments")
 
+    from service.grab_command import add_parser as add_grab  # noqa: PLC0415 - cheap, no cv2
+
+    add_grab(sub, common)
+
     events = sub.add_parser("events", parents=[common, quick], help="recent stored events")
     events.add_argument("--camera", help="only this camera")
     events.add_argument("--label", help="only this object class (person, car, …)")
@@ -135,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return _run(settings)
+    if args.command == "grab":
+        from service import grab_command  # noqa: PLC0415
+        from service.log import configure_logging  # noqa: PLC0415
+
+        configure_logging(settings.log.level, settings.log.format)
+        return grab_command.run(settings, args)
     from service import cli_requests  # noqa: PLC0415 - keep `run` start-up lean
     from service.log import configure_logging  # noqa: PLC0415
 
