@@ -88,7 +88,7 @@ def _as_dict(delta: Any) -> dict[str, Any]:
         result = dump(exclude_none=True)
         if isinstance(result, dict):
             return result
-    raise TypeError(f"unsupported tool-call delta type {type(delta).__name__}")
+    raise ValueError(f"unsupported tool-call delta type {type(delta).__name__}")
 
 
 def _merge_extra(into: dict[str, Any], new: dict[str, Any]) -> None:

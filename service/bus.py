@@ -22,7 +22,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,8 @@ class MqttBus:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=settings.inbound_queue)
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
+        self._link_lost: asyncio.Future[None] | None = None
+        """Resolved when the current connection ends (see :meth:`publish`)."""
         self._generation = 0
         self._retained: dict[str, bytes] = {}
         self.state = BusState()
@@ -143,6 +145,8 @@ class MqttBus:
                 self._connected.clear()
                 self._client = None
                 self.state.connected = False
+                if self._link_lost is not None and not self._link_lost.done():
+                    self._link_lost.set_result(None)
             # Capped so a broker that is back is found within reconnect_max_s.
             delay = min(
                 self._settings.reconnect_max_s, self._settings.reconnect_min_s * 1.6**attempt
@@ -151,6 +155,10 @@ class MqttBus:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        # Counted before subscribing: a resumed session delivers queued requests at once,
+        # and their handlers may already report this connection.
+        self.state.connects += 1
+        self.state.last_connected_at = time.time()
         for topic_filter, qos in self._subscriptions:
             await client.subscribe(topic_filter, qos=qos)
         if self._announce:
@@ -159,10 +167,9 @@ class MqttBus:
             await client.publish(topic, payload, qos=1, retain=True)
         self._generation += 1
         generation = self._generation
+        self._link_lost = asyncio.get_running_loop().create_future()
         self._client = client
         self.state.connected = True
-        self.state.connects += 1
-        self.state.last_connected_at = time.time()
         self._connected.set()
         log.info(
             "mqtt_connected",
@@ -172,6 +179,7 @@ class MqttBus:
             subscriptions=len(self._subscriptions),
         )
         try:
+            _raise_if_cancel_was_swallowed()
             async for raw in client.messages:
                 self._accept(self._convert(raw, client, generation))
         except asyncio.CancelledError:
@@ -281,12 +289,15 @@ class MqttBus:
         async with asyncio.timeout(timeout):
             while True:
                 await self._connected.wait()
-                client = self._client
-                if client is None:
+                client, lost = self._client, self._link_lost
+                if client is None or lost is None:
                     continue
                 try:
-                    await client.publish(
-                        topic, payload, qos=qos, retain=retain, properties=properties
+                    await _unless_lost(
+                        client.publish(
+                            topic, payload, qos=qos, retain=retain, properties=properties
+                        ),
+                        lost,
                     )
                 except aiomqtt.MqttError as exc:
                     # The link dropped under us; the run loop reconnects, we try again then.
@@ -351,6 +362,41 @@ class MqttBus:
         client.pending_calls_threshold = 100_000
         client._client.manual_ack_set(True)  # see Message.ack
         return client
+
+
+async def _unless_lost(publish: Coroutine[Any, Any, None], lost: asyncio.Future[None]) -> None:
+    """Await ``publish``, giving up as soon as its connection is lost.
+
+    A QoS 1 publish in flight when the link drops would otherwise wait for aiomqtt's
+    10 s timeout before the caller retries on the new connection, holding back the rest
+    of that request's replies. Retrying at once may deliver a copy twice, which QoS 1
+    (at least once) allows.
+
+    Raises:
+        aiomqtt.MqttError: The connection was lost first (or the publish failed).
+    """
+    task = asyncio.get_running_loop().create_task(publish, name="mqtt-publish")
+    try:
+        await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Lost, or we are cancelled ourselves: either way this attempt is over.
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise aiomqtt.MqttError("connection lost while publishing")
+    task.result()
+
+
+def _raise_if_cancel_was_swallowed() -> None:
+    """Honour a cancel that Python 3.11's ``asyncio.wait_for`` lost.
+
+    aiomqtt waits for acks with ``wait_for``; on 3.11 a cancel that lands just as the
+    ack arrives is swallowed (fixed in 3.12), and a stop requested during connect would
+    go unnoticed until the next cancel. The request is still counted on the task.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _rc(exc: aiomqtt.MqttCodeError) -> int:

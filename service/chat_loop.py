@@ -170,7 +170,9 @@ class ChatLoop:
                 async with contextlib.aclosing(stream):
                     async for event in stream:
                         queue.put_nowait(event)
-            except LlmError as exc:
+            except Exception as exc:  # noqa: BLE001 - task boundary: hand it to the consumer
+                # Not only LlmError: anything else (a bug, an unclassified malformed chunk)
+                # must end the request now, not leave it waiting for its deadline.
                 queue.put_nowait(exc)
 
         coalescer = Coalescer(
@@ -187,7 +189,7 @@ class ChatLoop:
                 except TimeoutError:
                     await coalescer.flush()
                     continue
-                if isinstance(event, LlmError):
+                if isinstance(event, Exception):
                     raise event
                 if isinstance(event, ContentDelta | ReasoningDelta):
                     if self._first_token_ms is None:

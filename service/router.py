@@ -40,6 +40,9 @@ log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 1024
 """Requests running at once across all kinds; beyond it callers get `overloaded`."""
+FINISH_RETRY_INITIAL_S = 0.1
+FINISH_RETRY_MAX_S = 5.0
+"""Backoff between attempts to record a request's outcome while the store fails."""
 
 
 @dataclass(slots=True)
@@ -475,21 +478,54 @@ async def _safe_error(ctx: RequestContext, code: ErrorCode, message: str, **deta
 
 
 async def _finish_journal(journal: Journal, ctx: RequestContext, outcome: str) -> None:
-    """Record the outcome even if we are cancelled meanwhile (then re-raise the cancel).
+    """Record the outcome, retrying while the store fails, even if we are cancelled meanwhile.
 
     A lost write would make the request look unanswered and replay it after a restart,
-    giving the caller a second terminal reply.
+    giving the caller a second terminal reply. So a failing write (database locked, disk
+    full) is retried with capped backoff until it succeeds; a cancel (shutdown) lets the
+    write in progress finish, then stops retrying and is re-raised.
     """
-    write = asyncio.ensure_future(journal.finish(ctx.user, ctx.request_id, outcome))
+    delay = FINISH_RETRY_INITIAL_S
+    attempts = 0
     cancelled = False
-    while not write.done():
+    while True:
+        attempts += 1
+        write = asyncio.get_running_loop().create_task(
+            journal.finish(ctx.user, ctx.request_id, outcome), name="journal-finish"
+        )
+        while not write.done():
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:  # noqa: BLE001, S110 - read from the future below
+                pass
+        if write.cancelled():  # the loop is closing under us
+            cancelled = True
+            break
+        error = write.exception()
+        if error is None:
+            if attempts > 1:
+                log.info("journal_finish_recovered", attempts=attempts)
+            break
+        if cancelled:
+            # Stopping with the store down: the request may run again at the next start.
+            log.error("journal_finish_lost", error=f"{type(error).__name__}: {error}"[:300])
+            break
+        log.warning(
+            "journal_finish_failed",
+            error=f"{type(error).__name__}: {error}"[:300],
+            attempts=attempts,
+            retry_in_s=delay,
+        )
         try:
-            await asyncio.shield(write)
+            await asyncio.sleep(delay)  # backoff before the retry, not a poll
         except asyncio.CancelledError:
             cancelled = True
-        except Exception:
-            log.exception("journal_finish_failed")
+        if cancelled:
+            log.error("journal_finish_lost", error="stopped while the store was failing")
             break
+        delay = min(delay * 2, FINISH_RETRY_MAX_S)
     if cancelled:
         raise asyncio.CancelledError
 
