@@ -285,6 +285,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         ]
         await stop.wait()
         log.info("shutdown_started")
+        watchdog = asyncio.create_task(_shutdown_watchdog(), name="shutdown-watchdog")
         for task in side_tasks:
             task.cancel()
         dispatch_task.cancel()
@@ -298,9 +299,31 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await runtime.events.close()
         writer_task.cancel()
         bus_task.cancel()
+    watchdog.cancel()
     await runtime.providers.aclose()
     await runtime.engine.dispose()
     log.info("shutdown_complete")
+
+
+async def _shutdown_watchdog(after_s: float = 4.0) -> None:
+    """Name what still runs when a shutdown takes too long, so a hang is diagnosable."""
+    await asyncio.sleep(after_s)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me:
+            log.warning("shutdown_slow_task", task=task.get_name(), awaiting=_await_chain(task))
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where a suspended task waits, through every coroutine it awaits."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(chain) < 30:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return chain
 
 
 async def _announce_ready(runtime: Runtime) -> None:

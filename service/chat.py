@@ -177,7 +177,12 @@ class ChatService:
         conversation_id = request.conversation_id or uuid.uuid4().hex[:16]
         lock = self._locks.setdefault(conversation_id, asyncio.Lock())
         async with lock:
-            conversation = await self.conversations.get(conversation_id)
+            # An id we just made up names no stored conversation: skip the lookup.
+            conversation = (
+                await self.conversations.get(conversation_id)
+                if request.conversation_id is not None
+                else None
+            )
             now = self._now()
             if conversation is None:
                 conversation = Conversation(conversation_id, access.user)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db import metadata
+from service.db import GroupCommit, begin_write, is_sqlite, metadata
 
 conversations_table = sa.Table(
     "conversations",
@@ -46,6 +47,7 @@ class ConversationStore:
     def __init__(self, engine: AsyncEngine, ttl_s: float) -> None:
         self._engine = engine
         self._ttl_s = ttl_s
+        self._saves = GroupCommit(engine, self._upsert, "conversation-save")
 
     async def get(self, conversation_id: str) -> Conversation | None:
         """The conversation, unless it does not exist or has expired."""
@@ -59,26 +61,38 @@ class ConversationStore:
         )
 
     async def save(self, conversation: Conversation) -> None:
-        """Insert or replace the conversation."""
+        """Insert or replace the conversation (saves that arrive together share a commit)."""
         conversation.updated_at = time.time()
+        await self._saves.submit(
+            {
+                "id": conversation.id,
+                "user": conversation.user,
+                "messages": json.dumps(conversation.messages, ensure_ascii=False),
+                "created_at": conversation.created_at,
+                "updated_at": conversation.updated_at,
+            }
+        )
+
+    async def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[None]:
         t = conversations_table
-        values = {
-            "user": conversation.user,
-            "messages": json.dumps(conversation.messages, ensure_ascii=False),
-            "created_at": conversation.created_at,
-            "updated_at": conversation.updated_at,
-        }
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                t.update().where(t.c.id == conversation.id).values(**values)
-            )
-            if not result.rowcount:
-                await conn.execute(t.insert().values(id=conversation.id, **values))
+        latest = {row["id"]: row for row in rows}  # two saves of one id: the last wins
+        stmt = sqlite.insert(t) if is_sqlite(self._engine) else postgresql.insert(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.id],
+            set_={
+                "user": stmt.excluded.user,
+                "messages": stmt.excluded.messages,
+                "created_at": stmt.excluded.created_at,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        await conn.execute(stmt, list(latest.values()))
+        return [None] * len(rows)
 
     async def purge(self) -> int:
         """Delete expired conversations; returns how many."""
         t = conversations_table
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 t.delete().where(t.c.updated_at < time.time() - self._ttl_s)
             )
