@@ -5,13 +5,19 @@ jittered exponential backoff, honouring ``Retry-After``, but only while nothing 
 yielded to the caller, so half an answer is never silently replayed. Timeouts are not
 retried: a server that was too slow once is likely to be too slow again, and each retry
 would multiply the wait.
+
+The SDK sends the request and reports HTTP errors, but the SSE body is read here with
+``json.loads`` into plain dicts: building the SDK's pydantic model for every chunk cost
+about half the CPU of a streamed token. Transport failures and in-stream
+``{"error": ...}`` events are raised as the SDK's own exceptions, so
+:mod:`service.llm_classify` sees exactly what it saw before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +35,7 @@ from service.llm_errors import (
     parse_retry_after,
 )
 from service.llm_events import ContentDelta, ReasoningDelta, TurnEnd, TurnEvent, Usage
+from service.llm_sse import sse_chunks
 from service.thinktags import Piece, ThinkTagSplitter
 
 if TYPE_CHECKING:
@@ -52,49 +59,58 @@ class _Turn:
     think_tags: ThinkTagSplitter = field(default_factory=ThinkTagSplitter)
 
     def absorb(self, chunk: Any, now: float) -> list[TurnEvent]:
+        """The events one decoded SSE chunk (a plain JSON object) carries."""
         events: list[TurnEvent] = []
-        raw_usage = getattr(chunk, "usage", None)
-        if raw_usage is not None:
+        if not isinstance(chunk, dict):
+            return events
+        raw_usage = chunk.get("usage")
+        if isinstance(raw_usage, dict):
             usage = Usage(
-                prompt_tokens=int(getattr(raw_usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(raw_usage, "completion_tokens", 0) or 0),
+                prompt_tokens=int(raw_usage.get("prompt_tokens") or 0),
+                completion_tokens=int(raw_usage.get("completion_tokens") or 0),
             )
             # vLLM's continuous usage stats repeat it on every chunk; report changes only.
             if usage != self.usage:
                 self.usage = usage
                 events.append(usage)
-        self.model = self.model or getattr(chunk, "model", None) or None
+        if self.model is None:
+            model = chunk.get("model")
+            self.model = model if isinstance(model, str) and model else None
         # The usage chunk (include_usage) has no choices; some servers send choices=null.
-        choices = getattr(chunk, "choices", None) or []
-        if not choices:
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
             return events
         choice = choices[0]
-        delta = getattr(choice, "delta", None)
-        if delta is not None:
-            extra = getattr(delta, "model_extra", None) or {}
-            # reasoning_content: llama.cpp, older vLLM; reasoning: vLLM >= 0.17.1, Ollama.
-            thought = extra.get("reasoning_content") or extra.get("reasoning")
-            if isinstance(thought, str) and thought:
-                self.reasoning.append(thought)
-                events.append(ReasoningDelta(thought))
-            text = getattr(delta, "content", None)
-            if isinstance(text, str) and text:
-                events.extend(self._split(self.think_tags.feed(text)))
-            refusal = getattr(delta, "refusal", None)
-            if isinstance(refusal, str) and refusal:
-                self.content.append(refusal)
-                events.append(ContentDelta(refusal))
-            tool_deltas = getattr(delta, "tool_calls", None)
-            if tool_deltas:
-                self.calls.feed(tool_deltas)
-                if self.first_token_at is None:
-                    self.first_token_at = now
+        if not isinstance(choice, dict):
+            return events
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._absorb_delta(delta, events, now)
         if events and self.first_token_at is None and not isinstance(events[-1], Usage):
             self.first_token_at = now
-        reason = getattr(choice, "finish_reason", None)
+        reason = choice.get("finish_reason")
         if reason:
             self.finish_reason = str(reason)
         return events
+
+    def _absorb_delta(self, delta: dict[str, Any], events: list[TurnEvent], now: float) -> None:
+        # reasoning_content: llama.cpp, older vLLM; reasoning: vLLM >= 0.17.1, Ollama.
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(thought, str) and thought:
+            self.reasoning.append(thought)
+            events.append(ReasoningDelta(thought))
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            events.extend(self._split(self.think_tags.feed(text)))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self.content.append(refusal)
+            events.append(ContentDelta(refusal))
+        tool_deltas = delta.get("tool_calls")
+        if tool_deltas:
+            self.calls.feed(tool_deltas)
+            if self.first_token_at is None:
+                self.first_token_at = now
 
     def _split(self, pieces: list[Piece]) -> list[TurnEvent]:
         events: list[TurnEvent] = []
@@ -182,11 +198,16 @@ async def stream_turn(
         plan.attempts += 1
         turn = _Turn(started=plan.started)
         emitted = False
-        stream: Any = None
+        response: Any = None
+        chunks: AsyncGenerator[Any, None] | None = None
         try:
+            # The SDK still builds the request (auth, base URL, Azure paths) and raises
+            # its APIStatusError family for HTTP errors; only the per-chunk pydantic
+            # models are skipped, which cost about half the CPU of a streamed token.
+            opening = client.chat.completions.with_streaming_response.create(**plan.kwargs)
             async with asyncio.timeout_at(plan.deadline):
-                stream = await client.chat.completions.create(**plan.kwargs)
-            iterator = stream.__aiter__()
+                response = await opening.__aenter__()
+            iterator = chunks = sse_chunks(response)
             while True:
                 try:
                     # The deadline covers our own awaits only, never the caller's code
@@ -209,8 +230,10 @@ async def stream_turn(
                 await asyncio.sleep(delay)
             continue
         finally:
-            if stream is not None:
-                await _close_quietly(stream)
+            if chunks is not None:
+                await _close_quietly(chunks.aclose)
+            if response is not None:
+                await _close_quietly(response.close)
         yield turn.end(loop.time(), plan.attempts)
         return
 
@@ -306,10 +329,7 @@ def _retry_delay(
     return backoff_delay(retry, base_s=provider.retry_base_s, cap_s=provider.retry_cap_s)
 
 
-async def _close_quietly(stream: Any) -> None:
-    close = getattr(stream, "close", None)
-    if close is None:
-        return
+async def _close_quietly(close: Callable[[], Awaitable[object]]) -> None:
     try:
         await close()
     except Exception as exc:  # noqa: BLE001  (closing a broken socket must not mask the real error)
