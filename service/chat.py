@@ -104,6 +104,7 @@ class ChatService:
     tool_deps: Any
     dispatcher: Dispatcher | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _lock_users: dict[str, int] = field(default_factory=dict)
 
     async def handle(self, request: ChatRequest, ctx: RequestContext) -> None:
         """Answer one chat request, streaming unless asked not to."""
@@ -176,31 +177,50 @@ class ChatService:
         assert request.text is not None  # noqa: S101 - the model validator guarantees it
         conversation_id = request.conversation_id or uuid.uuid4().hex[:16]
         lock = self._locks.setdefault(conversation_id, asyncio.Lock())
-        async with lock:
-            # An id we just made up names no stored conversation: skip the lookup.
-            conversation = (
-                await self.conversations.get(conversation_id)
-                if request.conversation_id is not None
-                else None
+        self._lock_users[conversation_id] = self._lock_users.get(conversation_id, 0) + 1
+        saved: str | None = conversation_id
+        try:
+            async with lock:
+                conversation = await self._load(request, conversation_id, access)
+                chain = list(conversation.messages)
+                chain.append(
+                    {"role": "user", "content": stamp_user_text(request.text, self._now())}
+                )
+                result = await self._loop(request, ctx, access, request.text).run(chain)
+                conversation.messages = result.chain
+                try:
+                    await self.conversations.save(conversation)
+                except Exception:
+                    # The answer is worth more than the memory of it: send it anyway.
+                    log.exception("conversation_save_failed", conversation_id=conversation_id)
+                    saved = None
+        finally:
+            self._lock_users[conversation_id] -= 1
+            if not self._lock_users[conversation_id]:
+                del self._lock_users[conversation_id]
+                self._locks.pop(conversation_id, None)
+        await self._done(request, ctx, result, saved)
+
+    async def _load(
+        self, request: ChatRequest, conversation_id: str, access: Access
+    ) -> Conversation:
+        """The stored conversation, or a new one starting with the system prompt."""
+        # An id we just made up names no stored conversation: skip the lookup.
+        conversation = (
+            await self.conversations.get(conversation_id)
+            if request.conversation_id is not None
+            else None
+        )
+        if conversation is None:
+            conversation = Conversation(conversation_id, access.user)
+            conversation.messages.append(
+                {"role": "system", "content": self._system_prompt(access, self._now())}
             )
-            now = self._now()
-            if conversation is None:
-                conversation = Conversation(conversation_id, access.user)
-                conversation.messages.append(
-                    {"role": "system", "content": self._system_prompt(access, now)}
-                )
-            elif not access.owns(conversation.user):
-                raise RequestError(
-                    ErrorCode.FORBIDDEN, f"conversation {conversation_id!r} belongs to someone else"
-                )
-            chain = list(conversation.messages)
-            chain.append({"role": "user", "content": stamp_user_text(request.text, now)})
-            result = await self._loop(request, ctx, access, request.text).run(chain)
-            conversation.messages = result.chain
-            await self.conversations.save(conversation)
-        if not lock.locked():
-            self._locks.pop(conversation_id, None)
-        await self._done(request, ctx, result, conversation_id)
+        elif not access.owns(conversation.user):
+            raise RequestError(
+                ErrorCode.FORBIDDEN, f"conversation {conversation_id!r} belongs to someone else"
+            )
+        return conversation
 
     async def _client_held(self, request: ChatRequest, ctx: RequestContext, access: Access) -> None:
         assert request.messages is not None  # noqa: S101 - the model validator guarantees it
@@ -244,6 +264,8 @@ class ChatService:
             "conversation_id": conversation_id,
             "usage": result.usage,
         }
+        if request.text is not None and conversation_id is None:
+            body["warning"] = "the conversation could not be saved; the next message starts anew"
         if request.include_messages:
             body["messages"] = result.chain
         await ctx.reply.done(body)
