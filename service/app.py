@@ -34,14 +34,15 @@ from service.health import HealthReporter, HealthRequest
 from service.journal import Journal
 from service.limits import Admission
 from service.llm import Providers
-from service.router import Dispatcher, MessageRoute, RequestRoute
+from service.router import Dispatcher
+from service.routes import MessageRoute, RequestRoute
 from service.settings import Settings
 from service.timeparse import local_zone
 from service.tool_request import ToolRequest, ToolService, build_registry
 from service.tooldeps import ToolDeps
 from service.tools import ToolRegistry
 from service.topics import RequestKind, TopicMap, filter_matches
-from service.watch import WatchEngine, WatchRequest  # watch wiring (issue 5)
+from service.watch import WatchEngine, WatchRequest
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,7 @@ class Runtime:
     providers: Providers
     registry: ToolRegistry
     conversations: ConversationStore
-    watches: WatchEngine | None = None  # watch wiring (issue 5)
+    watches: WatchEngine | None = None
     bridge: HomeAssistantBridge | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -99,9 +100,7 @@ async def build(settings: Settings) -> Runtime:
     registry = build_registry(settings)
     conversations = ConversationStore(engine, settings.chat.conversation_ttl_s)
     publisher = _LatePublisher()
-    # -- watch wiring (issue 5) -------------------------------------------------------
     watches = WatchEngine(settings, topics, engine, frigate, frames, providers, publisher)
-    # -- end watch wiring -------------------------------------------------------------
     deps = ToolDeps(
         settings=settings,
         topics=topics,
@@ -111,7 +110,7 @@ async def build(settings: Settings) -> Runtime:
         publisher=publisher,
         providers=providers,
         tz=local_zone(settings.chat.timezone),
-        watches=watches,  # watch wiring (issue 5)
+        watches=watches,
     )
     health = HealthReporter()
     bridge = HomeAssistantBridge(settings.homeassistant, topics)
@@ -124,7 +123,7 @@ async def build(settings: Settings) -> Runtime:
         ),
         RequestRoute(RequestKind.CHAT_CANCEL, ChatCancelRequest, chat.cancel, control=True),
         RequestRoute(RequestKind.TOOL, ToolRequest, tools.handle),
-        RequestRoute(RequestKind.WATCH, WatchRequest, watches.handle),  # watch wiring (issue 5)
+        RequestRoute(RequestKind.WATCH, WatchRequest, watches.handle),
     ]
     dispatcher = Dispatcher(
         publisher,
@@ -140,10 +139,8 @@ async def build(settings: Settings) -> Runtime:
     publisher.bus = bus
     runtime = Runtime(
         settings, topics, engine, journal, health, bus, dispatcher, events, frigate, frames,
-        providers, registry, conversations,
+        providers, registry, conversations, watches, bridge,
     )  # fmt: skip
-    runtime.watches = watches  # watch wiring (issue 5)
-    runtime.bridge = bridge
     _register_health(runtime)
     return runtime
 
@@ -236,7 +233,7 @@ def _register_health(runtime: Runtime) -> None:
         },
     )
     h.register("store", runtime.events.stats)
-    if runtime.watches is not None:  # watch wiring (issue 5)
+    if runtime.watches is not None:
         h.register("watches", runtime.watches.stats)
     h.register("frames", runtime.frames.stats)
     h.register(
@@ -266,11 +263,9 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         dispatch_task = tg.create_task(
             runtime.dispatcher.run(runtime.bus.messages(), replay), name="dispatch"
         )
-        # -- watch wiring (issue 5) ---------------------------------------------------
         watch_task = (
             tg.create_task(runtime.watches.run(), name="watches") if runtime.watches else None
         )
-        # -- end watch wiring ---------------------------------------------------------
         side_tasks = [
             tg.create_task(_announce_ready(runtime), name="announce-ready"),
             tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
@@ -290,11 +285,10 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             task.cancel()
         dispatch_task.cancel()
         await asyncio.wait([dispatch_task], timeout=SHUTDOWN_GRACE_S)
-        # -- watch wiring (issue 5): stopped while the bus still carries its last states.
+        # Watches stop while the bus still carries their last states.
         if watch_task is not None:
             watch_task.cancel()
             await asyncio.wait([watch_task], timeout=SHUTDOWN_GRACE_S)
-        # -- end watch wiring ---------------------------------------------------------
         with contextlib.suppress(Exception):
             await runtime.events.close()
         writer_task.cancel()

@@ -28,7 +28,8 @@ from service.envelope import ErrorCode, Request, RequestError
 from service.llm import Providers
 from service.llm_errors import LlmError
 from service.prompt import CameraLine, build_system_prompt, stamp_user_text
-from service.router import Dispatcher, RequestContext
+from service.router import Dispatcher
+from service.routes import RequestContext
 from service.settings import Settings
 from service.timeparse import local_zone
 from service.tools import ToolContext, ToolRegistry

@@ -8,7 +8,7 @@ from typing import Any
 
 from service import __version__
 from service.envelope import Request
-from service.router import RequestContext
+from service.routes import RequestContext
 
 
 class HealthRequest(Request):

@@ -8,16 +8,20 @@ again, so nothing accepted is lost.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import GroupCommit, begin_write, metadata
+
+log = structlog.get_logger(__name__)
 
 requests_table = sa.Table(
     "requests",
@@ -174,3 +178,69 @@ async def _mark_finished(
     ]
     await conn.execute(_FINISH, params)
     return [None] * len(items)
+
+
+FINISH_RETRY_INITIAL_S = 0.1
+FINISH_RETRY_MAX_S = 5.0
+"""Backoff between attempts to record a request's outcome while the store fails."""
+
+
+async def record_outcome(journal: Journal, user: str, request_id: str, outcome: str) -> None:
+    """Record the outcome, retrying while the store fails, even if we are cancelled meanwhile.
+
+    A lost write would make the request look unanswered and replay it after a restart,
+    giving the caller a second terminal reply. So a failing write (database locked, disk
+    full) is retried with capped backoff until it succeeds; a cancel (shutdown) lets the
+    write in progress finish, then stops retrying and is re-raised.
+    """
+    delay = FINISH_RETRY_INITIAL_S
+    attempts = 0
+    cancelled = False
+    while True:
+        attempts += 1
+        write = asyncio.get_running_loop().create_task(
+            journal.finish(user, request_id, outcome), name="journal-finish"
+        )
+        while not write.done():
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:  # noqa: BLE001, S110 - read from the future below
+                pass
+        if write.cancelled():  # the loop is closing under us
+            cancelled = True
+            break
+        error = write.exception()
+        if error is None:
+            if attempts > 1:
+                log.info("journal_finish_recovered", attempts=attempts)
+            break
+        if cancelled:
+            # Stopping with the store down: the request may run again at the next start.
+            log.error("journal_finish_lost", error=f"{type(error).__name__}: {error}"[:300])
+            break
+        log.warning(
+            "journal_finish_failed",
+            error=f"{type(error).__name__}: {error}"[:300],
+            attempts=attempts,
+            retry_in_s=delay,
+        )
+        try:
+            await asyncio.sleep(delay)  # backoff before the retry, not a poll
+        except asyncio.CancelledError:
+            cancelled = True
+        if cancelled:
+            log.error("journal_finish_lost", error="stopped while the store was failing")
+            break
+        delay = min(delay * 2, FINISH_RETRY_MAX_S)
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def skip_entry(journal: Journal, entry: JournalEntry) -> None:
+    """Mark a journaled request that cannot be run again (an unknown kind) as finished."""
+    try:
+        await journal.finish(entry.user, entry.id, "skipped")
+    except Exception:
+        log.exception("journal_finish_failed")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,84 +28,31 @@ from service.envelope import (
     Publisher,
     ReplyChannel,
     ReplyRoute,
-    Request,
     RequestError,
     new_request_id,
     peek_envelope,
 )
-from service.journal import Journal, JournalEntry
+from service.journal import Journal, JournalEntry, record_outcome, skip_entry
+from service.routes import (
+    DispatchStats,
+    MessageRoute,
+    RequestContext,
+    RequestRoute,
+    validation_fields,
+    validation_message,
+)
 from service.topics import RequestKind, TopicMap
 
 log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 1024
 """Requests running at once across all kinds; beyond it callers get `overloaded`."""
-FINISH_RETRY_INITIAL_S = 0.1
-FINISH_RETRY_MAX_S = 5.0
-"""Backoff between attempts to record a request's outcome while the store fails."""
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """What a request handler knows about the request it serves."""
-
-    user: str
-    request_id: str
-    kind: RequestKind
-    reply: ReplyChannel
-    received_at: float
-    cancel_reason: ErrorCode | None = None
-    refused_reply_to: str | None = None
-
-
-RequestHandler = Callable[[Any, RequestContext], Awaitable[None]]
-MessageHandler = Callable[[Message], Awaitable[None] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRoute:
-    """A request kind, the model its payload must fit, and the handler that serves it."""
-
-    kind: RequestKind
-    model: type[Request]
-    handler: RequestHandler
-    limit: int | None = None
-    """Concurrent requests of this kind; beyond it `overloaded`."""
-    control: bool = False
-    """A control request (`chat/cancel`) acts on another request named by its ``id``: it
-    is not journaled or de-duplicated, and when it succeeds the request it acts on gives
-    the answer; it replies itself only with an error."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRoute:
-    """A subscription whose messages go to a quick inline handler."""
-
-    filter: str
-    qos: int
-    matches: Callable[[str], bool]
-    handler: MessageHandler
-    name: str = ""
 
 
 @dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
     ctx: RequestContext
-
-
-@dataclass(slots=True)
-class DispatchStats:
-    """Counters for `health` and the logs."""
-
-    messages: int = 0
-    requests: int = 0
-    duplicates: int = 0
-    overloaded: int = 0
-    handler_errors: int = 0
-    refused: int = 0
-    unrouted: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -300,7 +247,7 @@ class Dispatcher:
             kind = RequestKind(entry.kind)
         except ValueError:
             log.warning("journal_entry_unknown_kind", kind=entry.kind, request_id=entry.id)
-            self._spawn(_finish_journal_entry(self._journal, entry), "replay-skip")
+            self._spawn(skip_entry(self._journal, entry), "replay-skip")
             return
         route = self._requests.get(kind)
         ctx = RequestContext(
@@ -315,7 +262,7 @@ class Dispatcher:
         log.info("request_replayed", user=entry.user, request_id=entry.id, kind=entry.kind)
         if route is None:
             self._spawn(self._refuse(ctx, None, f"unknown kind {entry.kind}"), "replay")
-            self._spawn(_finish_journal_entry(self._journal, entry), "replay-skip")
+            self._spawn(skip_entry(self._journal, entry), "replay-skip")
             return
         self._start(ctx, route, entry.payload, None, None)
 
@@ -359,7 +306,7 @@ class Dispatcher:
                 request = route.model.model_validate_json(message.payload)
                 await route.handler(request, ctx)
             except ValidationError as exc:
-                await _safe_error(ctx, ErrorCode.INVALID_REQUEST, _validation_message(exc))
+                await _safe_error(ctx, ErrorCode.INVALID_REQUEST, validation_message(exc))
             except RequestError as exc:
                 await _safe_error(ctx, exc.code, exc.message, **exc.details)
             except Exception:
@@ -427,7 +374,7 @@ class Dispatcher:
                 self._running.pop(key, None)
                 self._active_by_kind[ctx.kind] -= 1
                 if journaled:
-                    await _finish_journal(self._journal, ctx, outcome)
+                    await record_outcome(self._journal, ctx.user, ctx.request_id, outcome)
 
     async def _execute(self, ctx: RequestContext, route: RequestRoute, payload: bytes) -> str:
         started = time.perf_counter()
@@ -436,7 +383,9 @@ class Dispatcher:
                 request = route.model.model_validate_json(payload)
             except ValidationError as exc:
                 raise RequestError(
-                    ErrorCode.INVALID_REQUEST, _validation_message(exc), fields=_fields(exc)
+                    ErrorCode.INVALID_REQUEST,
+                    validation_message(exc),
+                    fields=validation_fields(exc),
                 ) from None
             await route.handler(request, ctx)
             if not ctx.reply.finished:
@@ -477,83 +426,8 @@ async def _safe_error(ctx: RequestContext, code: ErrorCode, message: str, **deta
         log.exception("reply_failed")
 
 
-async def _finish_journal(journal: Journal, ctx: RequestContext, outcome: str) -> None:
-    """Record the outcome, retrying while the store fails, even if we are cancelled meanwhile.
-
-    A lost write would make the request look unanswered and replay it after a restart,
-    giving the caller a second terminal reply. So a failing write (database locked, disk
-    full) is retried with capped backoff until it succeeds; a cancel (shutdown) lets the
-    write in progress finish, then stops retrying and is re-raised.
-    """
-    delay = FINISH_RETRY_INITIAL_S
-    attempts = 0
-    cancelled = False
-    while True:
-        attempts += 1
-        write = asyncio.get_running_loop().create_task(
-            journal.finish(ctx.user, ctx.request_id, outcome), name="journal-finish"
-        )
-        while not write.done():
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                cancelled = True
-            except Exception:  # noqa: BLE001, S110 - read from the future below
-                pass
-        if write.cancelled():  # the loop is closing under us
-            cancelled = True
-            break
-        error = write.exception()
-        if error is None:
-            if attempts > 1:
-                log.info("journal_finish_recovered", attempts=attempts)
-            break
-        if cancelled:
-            # Stopping with the store down: the request may run again at the next start.
-            log.error("journal_finish_lost", error=f"{type(error).__name__}: {error}"[:300])
-            break
-        log.warning(
-            "journal_finish_failed",
-            error=f"{type(error).__name__}: {error}"[:300],
-            attempts=attempts,
-            retry_in_s=delay,
-        )
-        try:
-            await asyncio.sleep(delay)  # backoff before the retry, not a poll
-        except asyncio.CancelledError:
-            cancelled = True
-        if cancelled:
-            log.error("journal_finish_lost", error="stopped while the store was failing")
-            break
-        delay = min(delay * 2, FINISH_RETRY_MAX_S)
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def _finish_journal_entry(journal: Journal, entry: JournalEntry) -> None:
-    try:
-        await journal.finish(entry.user, entry.id, "skipped")
-    except Exception:
-        log.exception("journal_finish_failed")
-
-
 async def _guard(result: Awaitable[None], route: str, topic: str) -> None:
     try:
         await result
     except Exception:
         log.exception("message_handler_failed", route=route, topic=topic)
-
-
-def _fields(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(payload)", "problem": err["msg"]}
-        for err in exc.errors()[:20]
-    ]
-
-
-def _validation_message(exc: ValidationError) -> str:
-    problems = []
-    for f in _fields(exc):
-        problem = "unknown field" if f["problem"].startswith("Extra inputs") else f["problem"]
-        problems.append(f"{f['field']}: {problem}")
-    return "invalid request: " + "; ".join(problems)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from service.auth import access_for
 from service.envelope import ErrorCode, Request, RequestError
-from service.router import RequestContext
+from service.routes import RequestContext
 from service.settings import Settings
 from service.tools import Tool, ToolContext, ToolRegistry
 from service.tools_camera import TOOLS as CAMERA_TOOLS

@@ -48,7 +48,7 @@ from service.watch_store import WatchStore
 __all__ = ["WatchEngine", "WatchRequest"]
 
 if TYPE_CHECKING:
-    from service.router import RequestContext
+    from service.routes import RequestContext
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from service.watch_machine import WatchJob
 from service.watch_settings import WatchSettings
 
 if TYPE_CHECKING:
-    from service.router import RequestContext
+    from service.routes import RequestContext
 
 MAX_DURATION_MINUTES = 1440
 

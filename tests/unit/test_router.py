@@ -23,7 +23,8 @@ from service.bus import Message
 from service.db import create_engine, create_tables
 from service.envelope import ErrorCode, Request, RequestError
 from service.journal import Journal, JournalEntry, requests_table
-from service.router import Dispatcher, MessageRoute, RequestContext, RequestRoute
+from service.router import Dispatcher
+from service.routes import MessageRoute, RequestContext, RequestRoute
 from service.topics import RequestKind, TopicMap
 
 WAIT = 5.0

@@ -23,7 +23,7 @@ from service.frames import FrameStore
 from service.frigate import FrigateMirror
 from service.llm_errors import LlmError, LlmErrorCode
 from service.llm_events import TurnEnd
-from service.router import RequestContext
+from service.routes import RequestContext
 from service.settings import CameraSettings, FrigateSettings, Settings, UserSettings
 from service.tools import ToolError
 from service.tools_watch import StartWatchArgs
