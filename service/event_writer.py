@@ -125,16 +125,7 @@ class BatchWriter:
         Returns:
             ``False`` if the buffer is full and the patch was dropped (counted, logged).
         """
-        current = self._events.get(patch.id)
-        if current is not None:
-            current.merge(patch)
-            self.stats["coalesced"] += 1
-        elif not self._admit():
-            return False
-        else:
-            self._events[patch.id] = patch
-        self._accepted()
-        return True
+        return self._submit(self._events, patch)
 
     def submit_review(self, patch: ReviewPatch) -> bool:
         """Queue a review patch for writing; O(1), never blocks.
@@ -142,14 +133,18 @@ class BatchWriter:
         Returns:
             ``False`` if the buffer is full and the patch was dropped.
         """
-        current = self._reviews.get(patch.id)
+        return self._submit(self._reviews, patch)
+
+    def _submit(self, buffer: dict[str, Any], patch: EventPatch | ReviewPatch) -> bool:
+        # Repeated updates of one id within a batch merge into one row write.
+        current = buffer.get(patch.id)
         if current is not None:
             current.merge(patch)
             self.stats["coalesced"] += 1
         elif not self._admit():
             return False
         else:
-            self._reviews[patch.id] = patch
+            buffer[patch.id] = patch
         self._accepted()
         return True
 
