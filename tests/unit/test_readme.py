@@ -51,3 +51,10 @@ def test_every_setting_the_readme_names_exists():
     assert len(keys) > 40
     missing = sorted(k for k in keys if not _has_path(Settings, k.split(".")))
     assert missing == []
+
+
+def test_the_example_config_is_valid():
+    from service.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(REPO / "lookout.example.yml", environ={})
+    assert settings.mqtt.topic_prefix == "lookout"
