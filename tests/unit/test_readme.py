@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel
 
-from service.settings import Settings
+from service.settings import Settings, load_settings
 from tests.broker import REPO
 
 README = (REPO / "README.md").read_text()
@@ -54,7 +54,5 @@ def test_every_setting_the_readme_names_exists():
 
 
 def test_the_example_config_is_valid():
-    from service.settings import load_settings  # noqa: PLC0415
-
     settings = load_settings(REPO / "lookout.example.yml", environ={})
     assert settings.mqtt.topic_prefix == "lookout"
