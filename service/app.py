@@ -259,6 +259,11 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     )
     async with asyncio.TaskGroup() as tg:
         writer_task = tg.create_task(runtime.events.run(), name="event-writer")
+        # Purges history daily and refreshes SQLite's statistics; ends with events.close().
+        retention_task = tg.create_task(
+            runtime.events.run_retention(runtime.settings.store.retention_days),
+            name="event-retention",
+        )
         bus_task = tg.create_task(runtime.bus.run(), name="bus")
         dispatch_task = tg.create_task(
             runtime.dispatcher.run(runtime.bus.messages(), replay), name="dispatch"
@@ -292,6 +297,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):
             await runtime.events.close()
         writer_task.cancel()
+        retention_task.cancel()
         bus_task.cancel()
     watchdog.cancel()
     await runtime.providers.aclose()
@@ -346,10 +352,9 @@ async def _import_frigate_config(runtime: Runtime) -> None:
 
 
 async def _housekeeping(runtime: Runtime) -> None:
-    """Retention of history, conversations and the journal; hourly."""
+    """Expiry of conversations and the journal, hourly (history has its own retention task)."""
     while True:
         jobs: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-            ("events", lambda: runtime.events.purge(runtime.settings.store.retention_days)),
             ("conversations", runtime.conversations.purge),
             ("journal", lambda: runtime.journal.purge(JOURNAL_KEEP_S)),
         ]

@@ -81,7 +81,6 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._ready = asyncio.Event()
         self.stats = DispatchStats()
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -98,7 +97,6 @@ class Dispatcher:
         """
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            self._ready.set()
             for entry in replay or []:
                 self._replay(entry)
             try:
