@@ -81,6 +81,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._ready = asyncio.Event()
+        """Set once :meth:`run` can take messages (tests wait on it)."""
         self.stats = DispatchStats()
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -97,6 +99,7 @@ class Dispatcher:
         """
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self._ready.set()
             for entry in replay or []:
                 self._replay(entry)
             try:
