@@ -21,6 +21,7 @@ from service.llm_errors import (
 
 if TYPE_CHECKING:
     from service.llm_provider import Provider
+    from service.settings import ProviderSettings
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -107,7 +108,7 @@ def _transport(exc: BaseException, ctx: _Context) -> LlmError | None:
     import openai  # noqa: PLC0415  (already loaded by the request that failed)
 
     s = ctx.provider.settings
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _misfiled_connection_error(exc, s):
         if type(exc.__cause__).__name__ == "ConnectTimeout":
             text = f"{ctx.where} did not accept a connection within {s.connect_timeout_s:g} s"
         elif ctx.started:
@@ -122,6 +123,23 @@ def _transport(exc: BaseException, ctx: _Context) -> LlmError | None:
         text = f"{ctx.where} broke off the stream mid-answer ({cause})"
         return LlmError(LlmErrorCode.ERROR, text, retryable=True)
     return LlmError(LlmErrorCode.UNAVAILABLE, f"cannot reach {ctx.where} ({cause})", retryable=True)
+
+
+def _misfiled_connection_error(exc: BaseException, settings: ProviderSettings) -> bool:
+    """Whether a "timeout" is really a refused or dropped connection.
+
+    The SDK's aiohttp transport files every aiohttp connection error under httpx2's
+    ``ConnectTimeout`` (a refused connection included); the aiohttp error at the
+    bottom of the chain says what happened.
+    """
+    if settings.http_client != "aiohttp":
+        return False
+    import aiohttp  # noqa: PLC0415  (loaded by the transport already)
+
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, aiohttp.ClientError):
+        cause = cause.__cause__
+    return cause is not None and not isinstance(cause, TimeoutError)
 
 
 def _http_status(exc: BaseException, ctx: _Context) -> LlmError | None:

@@ -142,6 +142,9 @@ class ProviderSettings(_Section):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     """Sent with every request; may carry credentials, so kept out of reprs."""
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """The SDK's HTTP transport: its aiohttp one (the default: about half the CPU per
+    request and per streamed token) or its default httpx2 one."""
 
 
 class LlmSettings(_Section):

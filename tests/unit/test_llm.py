@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -54,12 +55,16 @@ async def fake() -> AsyncIterator[f.FakeLLM]:
         yield server
 
 
-@pytest.fixture
-async def make_provider(fake: f.FakeLLM) -> AsyncIterator[MakeProvider]:
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def make_provider(
+    fake: f.FakeLLM, request: pytest.FixtureRequest
+) -> AsyncIterator[MakeProvider]:
+    """Providers on each of the SDK's HTTP transports: every behaviour holds on both."""
     made: list[Provider] = []
 
     def make(**overrides: Any) -> Provider:
         cfg: dict[str, Any] = {
+            "http_client": request.param,
             "model": "qwen3-vl",
             "base_url": fake.base_url,
             "api_key": "sk-test-secret-1234",
@@ -686,3 +691,52 @@ async def test_think_tags_in_content_become_reasoning(fake, make_provider):
     assert end.content == "Nobody is at the door."
     assert "".join(e.text for e in events if isinstance(e, ContentDelta)) == end.content
     assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == end.reasoning
+
+
+# ------------------------------------------------------------------- SSE framing
+
+
+async def sse_payloads(body: bytes, cuts: list[int]) -> list[Any]:
+    """What ``sse_chunks`` makes of ``body`` arriving in reads cut at ``cuts``."""
+    import httpx2
+
+    from service.llm_sse import sse_chunks
+
+    class _Chunks(httpx2.AsyncByteStream):
+        def __init__(self, pieces: list[bytes]) -> None:
+            self.pieces = pieces
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for piece in self.pieces:
+                yield piece
+
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(body)}), len(body)]
+    pieces = [body[a:b] for a, b in itertools.pairwise(bounds)]
+    request = httpx2.Request("POST", "http://model.test/v1/chat/completions")
+    response = httpx2.Response(200, stream=_Chunks(pieces), request=request)
+    async with aclosing(sse_chunks(response)) as chunks:
+        return [chunk async for chunk in chunks]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=8), min_size=1, max_size=4),
+    eol=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+async def test_sse_events_survive_any_line_ending_and_any_read_boundary(texts, eol, cuts):
+    # A comment, a multi-line data field and an unknown field in the mix, as servers send.
+    events = [b": keep-alive" + eol + eol]
+    for text in texts:
+        value = json.dumps({"choices": [{"delta": {"content": text}}]}).encode()
+        head, tail = value[:10], value[10:]
+        events.append(b"event: chunk" + eol + b"data: " + head + eol + b"data:" + tail + eol + eol)
+    body = b"".join(events) + b"data: [DONE]" + eol + eol
+    payloads = await sse_payloads(body, cuts)
+    # The two data lines of each event are joined with a newline: JSON does not mind.
+    assert [p["choices"][0]["delta"]["content"] for p in payloads] == texts
+
+
+async def test_sse_event_left_unterminated_is_dropped():
+    body = b'data: {"a": 1}\n\ndata: {"a": 2}\n'
+    assert await sse_payloads(body, [5, 17]) == [{"a": 1}]

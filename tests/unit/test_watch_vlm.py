@@ -134,9 +134,9 @@ def test_response_format_is_a_strict_schema_of_the_four_fields() -> None:
 
 def test_provider_sends_the_schema_and_turns_thinking_off_or_drops_it_when_told() -> None:
     on = Provider("p", ProviderSettings(model="m"))
-    kwargs = on.build_request([], response_format=RESPONSE_FORMAT, enable_thinking=False)
-    assert kwargs["response_format"] == RESPONSE_FORMAT
-    assert kwargs["extra_body"]["chat_template_kwargs"] == {"enable_thinking": False}
+    body = on.build_request([], response_format=RESPONSE_FORMAT, enable_thinking=False)
+    assert body["response_format"] == RESPONSE_FORMAT
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
     off = Provider("p", ProviderSettings(model="m", json_schema=False))
     assert "response_format" not in off.build_request([], response_format=RESPONSE_FORMAT)
 
