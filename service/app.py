@@ -25,7 +25,7 @@ from service import __version__
 from service.bus import Message, MqttBus
 from service.chat import ChatCancelRequest, ChatRequest, ChatService
 from service.conversations import ConversationStore
-from service.db import create_engine, create_tables
+from service.db import create_engine, create_tables, dispose
 from service.events import EventStore
 from service.frames import FrameStore
 from service.frigate import FrigateMirror
@@ -301,7 +301,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         bus_task.cancel()
     watchdog.cancel()
     await runtime.providers.aclose()
-    await runtime.engine.dispose()
+    await dispose(runtime.engine)
     log.info("shutdown_complete")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import GroupCommit, begin_write, is_sqlite, metadata
 
@@ -73,7 +73,7 @@ class ConversationStore:
             }
         )
 
-    async def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[None]:
+    def _upsert(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[None]:
         t = conversations_table
         latest = {row["id"]: row for row in rows}  # two saves of one id: the last wins
         stmt = sqlite.insert(t) if is_sqlite(self._engine) else postgresql.insert(t)
@@ -86,7 +86,7 @@ class ConversationStore:
                 "updated_at": stmt.excluded.updated_at,
             },
         )
-        await conn.execute(stmt, list(latest.values()))
+        conn.execute(stmt, list(latest.values()))
         return [None] * len(rows)
 
     async def purge(self) -> int:

@@ -9,6 +9,7 @@ A caller publishes JSON to ``<prefix>/<user>/<kind>``. The payload may carry ``i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -128,7 +129,16 @@ class ReplyClosedError(RuntimeError):
 
 
 class ReplyChannel:
-    """Numbered replies to one request, with at most one terminal reply."""
+    """Numbered replies to one request, with at most one terminal reply.
+
+    Progress replies (``tool_call``, ``content``, ``stats``...) are published in order
+    by a sender task of the channel, so the handler goes on (reading the model's
+    stream, running tools) while the broker acknowledges them: a QoS 1 publish waits
+    about 0.4 ms for its PUBACK, and a chat with two tool rounds sends eight replies.
+    The terminal reply waits until every earlier one is acknowledged, then goes out
+    itself, so ``done``/``error`` still arrives last and means everything before it was
+    delivered to the broker.
+    """
 
     def __init__(self, publisher: Publisher, route: ReplyRoute, request_id: str) -> None:
         self._publisher = publisher
@@ -136,6 +146,8 @@ class ReplyChannel:
         self.request_id = request_id
         self._seq = 0
         self.terminal: str | None = None
+        self._outbox: asyncio.Queue[bytes | None] | None = None
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -144,6 +156,9 @@ class ReplyChannel:
 
     async def send(self, type_: str, body: dict[str, Any] | None = None) -> None:
         """Publish one reply of ``type_``; ``done`` and ``error`` close the channel.
+
+        A progress reply is queued and returns at once; a terminal one returns once it
+        and all before it reached the broker.
 
         Raises:
             ReplyClosedError: The terminal reply was already sent.
@@ -160,11 +175,32 @@ class ReplyChannel:
             self.terminal = type_
         message = {"id": self.request_id, "type": type_, "seq": self._seq, **(body or {})}
         self._seq += 1
+        payload = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+        if type_ not in TERMINAL_TYPES:
+            if self._outbox is None:
+                self._outbox = asyncio.Queue()
+                self._sender = asyncio.create_task(
+                    self._send_in_order(self._outbox), name=f"replies:{self.request_id}"
+                )
+            self._outbox.put_nowait(payload)
+            return
+        try:
+            if self._outbox is not None and self._sender is not None:
+                self._outbox.put_nowait(None)
+                await self._sender
+        finally:
+            if self._sender is not None and not self._sender.done():
+                # Cancelled while earlier replies were still going out: they go no further.
+                self._sender.cancel()
+        await self._publish(payload)
+
+    async def _send_in_order(self, outbox: asyncio.Queue[bytes | None]) -> None:
+        while (payload := await outbox.get()) is not None:
+            await self._publish(payload)
+
+    async def _publish(self, payload: bytes) -> None:
         await self._publisher.publish(
-            self.route.topic,
-            json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(),
-            qos=1,
-            correlation_data=self.route.correlation_data,
+            self.route.topic, payload, qos=1, correlation_data=self.route.correlation_data
         )
 
     async def done(self, body: dict[str, Any] | None = None) -> None:

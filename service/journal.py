@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import GroupCommit, begin_write, metadata
 
@@ -135,16 +135,16 @@ def _entry_row(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
-async def _insert_new(conn: AsyncConnection, entries: list[JournalEntry]) -> list[bool]:
+def _insert_new(conn: sa.Connection, entries: list[JournalEntry]) -> list[bool]:
     """Insert the entries not journaled yet; ``True`` for each one inserted."""
     t = requests_table
     if len(entries) == 1:
         # The usual case, in one statement: the database says whether it was new.
         dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
         stmt = dialect.insert(t).values(**_entry_row(entries[0])).on_conflict_do_nothing()
-        return [(await conn.execute(stmt)).rowcount == 1]
+        return [conn.execute(stmt).rowcount == 1]
     ids = list({entry.id for entry in entries})
-    rows = await conn.execute(sa.select(t.c.user, t.c.id).where(t.c.id.in_(ids)))
+    rows = conn.execute(sa.select(t.c.user, t.c.id).where(t.c.id.in_(ids)))
     known = {(user, request_id) for user, request_id in rows}
     fresh: list[dict[str, Any]] = []
     results: list[bool] = []
@@ -155,7 +155,7 @@ async def _insert_new(conn: AsyncConnection, entries: list[JournalEntry]) -> lis
             known.add(key)  # a second copy in the same batch is a duplicate too
             fresh.append(_entry_row(entry))
     if fresh:
-        await conn.execute(t.insert(), fresh)
+        conn.execute(t.insert(), fresh)
     return results
 
 
@@ -169,14 +169,12 @@ _FINISH = (
 )
 
 
-async def _mark_finished(
-    conn: AsyncConnection, items: list[tuple[str, str, str, float]]
-) -> list[None]:
+def _mark_finished(conn: sa.Connection, items: list[tuple[str, str, str, float]]) -> list[None]:
     params = [
         {"b_user": user, "b_id": request_id, "b_outcome": outcome, "b_at": at}
         for user, request_id, outcome, at in items
     ]
-    await conn.execute(_FINISH, params)
+    conn.execute(_FINISH, params)
     return [None] * len(items)
 
 

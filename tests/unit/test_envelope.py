@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -186,6 +187,43 @@ async def test_terminal_is_claimed_before_the_publish_completes():
     pub.release.set()
     await asyncio.wait_for(first, 5)
     assert [p["body"]["type"] for p in pub.published] == ["done"]
+
+
+async def test_progress_replies_do_not_wait_for_the_broker_but_the_terminal_does():
+    pub = RecordingPublisher()
+    pub.release = asyncio.Event()  # the broker has not acknowledged anything yet
+    channel = ReplyChannel(pub, ReplyRoute("t"), "r1")
+    for step in range(3):
+        await asyncio.wait_for(channel.send("progress", {"step": step}), 1)
+    done = asyncio.create_task(channel.done({"ok": True}), name="done")
+    await asyncio.wait_for(pub.entered.wait(), 5)
+    assert not done.done()
+    assert pub.published == []
+    pub.release.set()
+    await asyncio.wait_for(done, 5)
+    assert [(p["body"]["type"], p["body"]["seq"]) for p in pub.published] == [
+        ("progress", 0),
+        ("progress", 1),
+        ("progress", 2),
+        ("done", 3),
+    ]
+
+
+async def test_a_terminal_cancelled_while_progress_is_pending_leaves_no_sender_behind():
+    pub = RecordingPublisher()
+    pub.release = asyncio.Event()
+    channel = ReplyChannel(pub, ReplyRoute("t"), "r1")
+    await channel.send("progress")
+    (sender,) = [t for t in asyncio.all_tasks() if t.get_name() == "replies:r1"]
+    done = asyncio.create_task(channel.done(), name="done")
+    await asyncio.wait_for(pub.entered.wait(), 5)
+    done.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await done
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(sender, 5)
+    assert sender.cancelled()
+    assert pub.published == []
 
 
 async def test_correlation_data_is_passed_through_on_every_reply():

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.conversations import Conversation, ConversationStore
-from service.db import GroupCommit, create_engine, create_tables
+from service.db import GroupCommit, begin_write, create_engine, create_tables, dispose
 from service.journal import Journal, JournalEntry, requests_table
 
 
@@ -36,7 +36,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     eng = create_engine(url)
     await create_tables(eng)
     yield eng
-    await eng.dispose()
+    await dispose(eng)
 
 
 async def test_a_burst_of_begins_is_journaled_with_duplicates_told_apart(engine):
@@ -67,7 +67,7 @@ async def test_a_burst_of_finishes_marks_every_request(engine):
 async def test_a_failing_batch_fails_each_of_its_callers_and_later_batches_still_run(engine):
     calls: list[list[int]] = []
 
-    async def write(_conn: AsyncConnection, items: list[int]) -> list[int]:
+    def write(_conn: sa.Connection, items: list[int]) -> list[int]:
         calls.append(items)
         if -1 in items:
             raise RuntimeError("disk full")
@@ -81,26 +81,22 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_later_batches_still
 
 
 async def test_a_caller_cancelled_before_its_batch_is_left_out(engine):
-    seen: list[str] = []
-    gate, writing = asyncio.Event(), asyncio.Event()
+    seen: list[list[str]] = []
 
-    async def write(_conn: AsyncConnection, items: list[str]) -> list[None]:
-        seen.extend(items)
-        if items == ["first"]:
-            writing.set()
-            await gate.wait()  # hold the first batch so the next ones queue up
+    def write(_conn: sa.Connection, items: list[str]) -> list[None]:
+        seen.append(items)
         return [None] * len(items)
 
     group: GroupCommit[str, None] = GroupCommit(engine, write, "test-group")
-    first = asyncio.create_task(group.submit("first"))
-    await asyncio.wait_for(writing.wait(), 5)
-    dropped = asyncio.create_task(group.submit("dropped"))
-    kept = asyncio.create_task(group.submit("kept"))
-    await asyncio.sleep(0)  # both are queued now, waiting for their results
-    dropped.cancel()
-    gate.set()
+    async with begin_write(engine):  # the writer's turn is taken: batches wait for it
+        first = asyncio.create_task(group.submit("first"))
+        await asyncio.sleep(0)  # the first batch is taken and waits for the turn
+        dropped = asyncio.create_task(group.submit("dropped"))
+        kept = asyncio.create_task(group.submit("kept"))
+        await asyncio.sleep(0)  # both are queued now, waiting for their results
+        dropped.cancel()
     await asyncio.gather(first, kept)
-    assert seen == ["first", "kept"]
+    assert seen == [["first"], ["kept"]]
     assert dropped.cancelled()
 
 
