@@ -8,9 +8,10 @@ labels, blurred texture and sensor noise, JPEG q90), like a detailed outdoor sce
 camera frames compress better and decode faster. Both pipelines run in the same process,
 interleaved run by run, so CPU frequency drift and noise hit both alike; the figure is
 the median. Targets: ratio <= 0.55 at 1080p, <= 0.4 at 4K, cache hit < 0.05 ms; two cameras'
-frames prepared together in <= 0.7 of the time one after the other (worker threads). The second row of
-each size forces INTER_AREA for the last (< 2x) resize step, for comparison with the
-default (INTER_LINEAR there; see ``service.jpeg.fit_height``).
+frames prepared together in <= 0.7 of the time one after the other (worker threads). For
+information, each size also shows a variant that uses INTER_AREA for the last (< 2x)
+resize step instead of lookout's INTER_LINEAR (see ``service.jpeg.fit_height``), and the
+floor: the decode alone at 1/8 scale, which is the serial entropy decoding and little else.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         ours, ours_area, ref, floor = _compare(jpeg, runs)
         label = f"{name} {len(jpeg) // 1000} kB"
         rows.append(_row(f"prepare {label}", ours, ref, target, "ratio"))
-        rows.append(_row("  same, INTER_AREA last step", ours_area, ref, target, "ratio"))
+        # Not lookout's pipeline: what it would cost with INTER_AREA for the last step.
+        rows.append(_row("  (variant) INTER_AREA last step", ours_area, ref, 0, "info"))
         rows.append(_row("  floor: entropy decoding alone (1/8 decode)", floor, ref, 0, "info"))
     busy = synthetic_frame(1920, 1080)
     together, apart = asyncio.run(_two_cameras_ms(busy, runs))

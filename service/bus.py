@@ -318,12 +318,11 @@ class MqttBus:
             await self.publish(topic, payload, qos=1, retain=True)
 
     def _publish_properties(self, correlation_data: bytes | None) -> Properties | None:
-        if self._settings.protocol != 5:
+        if self._settings.protocol != 5 or not correlation_data:
             return None
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if correlation_data:
-            props.CorrelationData = correlation_data
-        return props if correlation_data else None
+        props.CorrelationData = correlation_data
+        return props
 
     # -- construction ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
@@ -740,3 +741,44 @@ async def test_sse_events_survive_any_line_ending_and_any_read_boundary(texts, e
 async def test_sse_event_left_unterminated_is_dropped():
     body = b'data: {"a": 1}\n\ndata: {"a": 2}\n'
     assert await sse_payloads(body, [5, 17]) == [{"a": 1}]
+
+
+# ------------------------------------------------------------------- proxies
+
+
+async def test_http_proxy_from_the_environment_is_honoured(make_provider, monkeypatch):
+    """``HTTP_PROXY`` sends the request through the proxy, on either transport."""
+    first_lines: list[bytes] = []
+    sse = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"via proxy"},"finish_reason":null}]}'
+        b'\n\ndata: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+        b"\n\ndata: [DONE]\n\n"
+    )
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        first_lines.append(head.split(b"\r\n")[0])
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        # Answers itself rather than forwarding: what matters is that it was asked.
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(sse), sse)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        provider = make_provider(base_url="http://model.invalid:9/v1", max_retries=0)
+        end = await complete(provider, USER)
+    assert end.content == "via proxy"
+    assert first_lines == [b"POST http://model.invalid:9/v1/chat/completions HTTP/1.1"]
