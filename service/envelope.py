@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.topics import NAME_RE, is_valid_publish_topic
+
+log = structlog.get_logger(__name__)
 
 
 class ErrorCode(StrEnum):
@@ -184,19 +187,24 @@ class ReplyChannel:
                 )
             self._outbox.put_nowait(payload)
             return
-        try:
-            if self._outbox is not None and self._sender is not None:
-                self._outbox.put_nowait(None)
-                await self._sender
-        finally:
-            if self._sender is not None and not self._sender.done():
-                # Cancelled while earlier replies were still going out: they go no further.
-                self._sender.cancel()
+        sender = self._sender
+        if sender is not None and self._outbox is not None:
+            self._outbox.put_nowait(None)
+            try:
+                await asyncio.wait([sender])
+            finally:
+                if not sender.done():
+                    # Cancelled while earlier replies were still going out: they go no further.
+                    sender.cancel()
         await self._publish(payload)
 
     async def _send_in_order(self, outbox: asyncio.Queue[bytes | None]) -> None:
         while (payload := await outbox.get()) is not None:
-            await self._publish(payload)
+            try:
+                await self._publish(payload)
+            except Exception:
+                # Task boundary: one lost progress reply must not cost the terminal one.
+                log.exception("reply_publish_failed", request_id=self.request_id)
 
     async def _publish(self, payload: bytes) -> None:
         await self._publisher.publish(

@@ -216,7 +216,7 @@ def classify(
     return None
 
 
-def is_capability_rejection(exc: BaseException, provider: Provider, kwargs: dict[str, Any]) -> bool:
+def is_capability_rejection(exc: BaseException, provider: Provider, body: dict[str, Any]) -> bool:
     """Whether a 400 rejected an optional parameter; if so switch it off on ``provider``.
 
     Some servers refuse ``stream_options`` (older proxies) or a ``json_schema``
@@ -230,11 +230,11 @@ def is_capability_rejection(exc: BaseException, provider: Provider, kwargs: dict
     text = f"{error_text(exc.body, exc.message)} {error_code_field(exc.body)}".lower()
     if is_context_overflow(text):
         return False
-    if "stream_options" in text and "stream_options" in kwargs and provider.send_usage_option:
+    if "stream_options" in text and "stream_options" in body and provider.send_usage_option:
         provider.send_usage_option = False
         return True
     rejected_format = any(word in text for word in ("response_format", "json_schema", "grammar"))
-    if rejected_format and "response_format" in kwargs and not provider.response_format_rejected:
+    if rejected_format and "response_format" in body and not provider.response_format_rejected:
         provider.response_format_rejected = True
         return True
     return False

@@ -202,7 +202,7 @@ async def stream_turn(
         chunks: AsyncGenerator[Any, None] | None = None
         try:
             async with asyncio.timeout_at(plan.deadline):
-                response = await provider.open_stream(plan.kwargs)
+                response = await provider.open_stream(plan.body)
             iterator = chunks = sse_chunks(response)
             while True:
                 try:
@@ -256,7 +256,7 @@ class _Attempts:
             enable_thinking=enable_thinking,
             response_format=response_format,
         )
-        self.kwargs = self._build()
+        self.body = self._build()
         self.deadline_s = deadline_s
         self.started = started
         self.deadline = None if deadline_s is None else started + deadline_s
@@ -274,10 +274,10 @@ class _Attempts:
         err = classify(exc, provider=provider, deadline_s=self.deadline_s, started=emitted)
         if err is None:
             raise exc
-        if not emitted and is_capability_rejection(exc, provider, self.kwargs):
+        if not emitted and is_capability_rejection(exc, provider, self.body):
             # The server rejected an optional parameter, now switched off: resend at once.
             log.warning("llm_option_rejected", provider=provider.name, status=err.status)
-            self.kwargs = self._build()
+            self.body = self._build()
             return 0.0
         delay = _retry_delay(provider, err, exc, self.retries + 1, emitted)
         if delay is None or (self.deadline is not None and now + delay >= self.deadline):

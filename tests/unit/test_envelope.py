@@ -295,3 +295,20 @@ def test_error_codes_are_their_wire_strings():
     assert str(ErrorCode.SHUTTING_DOWN) == "shutting_down"
     assert all(code.value == code.value.lower() for code in ErrorCode)
     assert len({c.value for c in ErrorCode}) == len(ErrorCode)
+
+
+async def test_a_progress_reply_that_fails_to_publish_does_not_cost_the_terminal():
+    sent: list[str] = []
+
+    class Flaky:
+        async def publish(self, topic: str, payload: bytes, **_kw: Any) -> None:
+            body = json.loads(payload)
+            if body.get("step") == 1:
+                raise RuntimeError("broker said no")
+            sent.append(f"{body['type']}:{body['seq']}")
+
+    channel = ReplyChannel(Flaky(), ReplyRoute("t"), "r1")
+    for step in range(3):
+        await channel.send("progress", {"step": step})
+    await asyncio.wait_for(channel.done(), 5)
+    assert sent == ["progress:0", "progress:2", "done:3"]
