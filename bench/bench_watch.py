@@ -18,8 +18,10 @@ scene. Differences are in the rules only:
 
 Scenes: a car parked in the watched zone all hour and a person walking up to it at minute
 40; a busy street (a car every 9 s) where one car stops at minute 30; an empty night where
-nothing the watch cares about happens (it times out). Target for the parked car: at most a
-tenth of upstream's calls and no later alert; elsewhere no more calls than upstream.
+nothing the watch cares about happens (it times out). Target (issue 8): at most a tenth of
+upstream's calls and no later alert. Only the parked car can meet it: on the busy street a
+new car wakes the watch at once and with nothing to see the model's ``next_run_in`` sets
+the pace, on both sides (the watch issue keeps both rules).
 """
 
 from __future__ import annotations
@@ -383,16 +385,16 @@ def simulate_upstream(scene: Scene, lazy_parked_s: int | None = None) -> Outcome
 # -- the table -------------------------------------------------------------------------
 
 
-def _scene_rows(scene: Scene, event_at: float | None, tenth: bool) -> list[dict[str, Any]]:
+def _scene_rows(scene: Scene, event_at: float | None) -> list[dict[str, Any]]:
     ours, theirs = simulate_lookout(scene), simulate_upstream(scene)
-    ratio_target = 0.1 if tenth else 1.0
+    # Issue 8's target for every scene; the README says why only the parked car meets it.
     rows = [
         row(
             f"{scene.name}: model calls",
             ours.calls,
             theirs.calls,
-            f"<= {ratio_target:g}x upstream",
-            ours.calls <= ratio_target * theirs.calls,
+            "<= 0.1x upstream",
+            ours.calls <= 0.1 * theirs.calls,
         )
     ]
     if event_at is not None and ours.alert_at is not None and theirs.alert_at is not None:
@@ -431,9 +433,9 @@ def _delay(outcome: Outcome, event_at: float) -> float:
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """The benchmark rows (``figure, lookout, reference, ratio, target, met``)."""
-    rows = _scene_rows(parked_car(), 2403.0, tenth=True)
-    rows += _scene_rows(busy_street(), 1806.0, tenth=False)
-    rows += _scene_rows(empty_night(), None, tenth=False)
+    rows = _scene_rows(parked_car(), 2403.0)
+    rows += _scene_rows(busy_street(), 1806.0)
+    rows += _scene_rows(empty_night(), None)
     # The person arriving at other moments, across a whole 122 s check cycle: a zone entry
     # just after a check waits out min_interval_s, so the worst case can exceed upstream's.
     offsets = [2400.0 + k * (20.5 if quick else 2.05) for k in range(6 if quick else 60)]
