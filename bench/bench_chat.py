@@ -157,9 +157,9 @@ class LeanReference:
         from service.llm_provider import Provider
         from service.settings import ProviderSettings
 
-        settings = ProviderSettings(
-            base_url=base_url, api_key="sk-bench", model="fake-model", max_retries=0
-        )  # type: ignore[call-arg]
+        settings = ProviderSettings.model_validate(
+            {"base_url": base_url, "api_key": "sk-bench", "model": "fake-model", "max_retries": 0}
+        )
         self.provider = Provider("bench", settings)
         self.tools, self.system = ref.tools, ref.system
 
