@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.broker import REPO, Broker, ExternalBroker, start_shared_broker
+from tests.broker import REPO, Broker, ExternalBroker, start_shared_broker, stop_process
 from tests.mqttc import MqttTestClient, next_message
 
 
@@ -115,13 +114,7 @@ class Worker:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.broker import REPO, free_port
+from tests.broker import REPO, free_port, stop_process
 from tests.fake_llm import FakeLLM, text, tool_calls
 from tests.mqttc import next_message
 
@@ -88,13 +87,7 @@ class NodeRed:
         )  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
