@@ -14,7 +14,7 @@ so its cost is the same for both.
    with the ``openai`` SDK as its README shows it (``chat.completions.create``, same
    tool definitions, same streamed turns, tools answered trivially). Also measured, as
    information: the same loop in-process on lookout's own LLM client
-   (:class:`service.llm_provider.Provider`: the SDK's aiohttp transport, the body sent
+   (:class:`service.llm.provider.Provider`: the SDK's aiohttp transport, the body sent
    as it is, the SSE read with ``json.loads``), which leaves only what lookout's MQTT,
    journal and chat machinery add. All are interleaved request by request, so drift
    hits all alike. Target: lookout adds < 3 ms at p50 and < 10 ms at p99.
@@ -81,9 +81,9 @@ class Reference:
 
         import openai
 
-        from service.prompt import build_system_prompt
+        from service.chat.prompt import build_system_prompt
         from service.settings import Settings
-        from service.tool_request import build_registry
+        from service.tools.request import build_registry
 
         self.client = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
         self.tools = build_registry(Settings()).schemas()
@@ -154,7 +154,7 @@ class LeanReference:
     """The same loop in-process on lookout's own LLM client, without MQTT or the worker."""
 
     def __init__(self, base_url: str, ref: Reference) -> None:
-        from service.llm_provider import Provider
+        from service.llm.provider import Provider
         from service.settings import ProviderSettings
 
         settings = ProviderSettings.model_validate(
@@ -168,7 +168,7 @@ class LeanReference:
 
     async def chat(self, question: str) -> str:
         """Run the loop to the answer."""
-        from service.llm_events import TurnEnd
+        from service.llm.events import TurnEnd
 
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system},
@@ -191,7 +191,7 @@ class LeanReference:
 
     async def first_token_ms(self, t0: float) -> float | None:
         """Stream one answer; ms from ``t0`` to its first text."""
-        from service.llm_events import ContentDelta
+        from service.llm.events import ContentDelta
 
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": QUESTION}]  # fmt: skip

@@ -35,11 +35,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.table import render, row
-from service.db import create_engine
-from service.events import EventStore
-from service.frigate import FrigateMirror
+from service.frigate.mirror import FrigateMirror
+from service.mqtt.topics import TopicMap
 from service.settings import FrigateSettings
-from service.topics import TopicMap
+from service.store.db import create_engine
+from service.store.events import EventStore
 from tests.frigate_replay import tracked_object
 
 CACHE = Path("/tmp/lookout-bench")

@@ -10,7 +10,7 @@ interleaved run by run, so CPU frequency drift and noise hit both alike; the fig
 the median. Targets: ratio <= 0.55 at 1080p, <= 0.4 at 4K, cache hit < 0.05 ms; two cameras'
 frames prepared together in <= 0.7 of the time one after the other (worker threads). For
 information, each size also shows a variant that uses INTER_AREA for the last (< 2x)
-resize step instead of lookout's INTER_LINEAR (see ``service.jpeg.fit_height``), and the
+resize step instead of lookout's INTER_LINEAR (see ``service.frames.jpeg.fit_height``), and the
 floor: the decode alone at 1/8 scale, which is the serial entropy decoding and little else.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.frames import (
+from service.frames.latest import (
     FramePreparer,
     FrameStore,
     frigate_reference_prepare,

@@ -7,7 +7,7 @@ Each scene is an hour on one camera, simulated on a fake clock. Both sides get t
 scripted vision model (same verdicts, same ``next_run_in``, 2 s per call) and the same
 scene. Differences are in the rules only:
 
-* **lookout**: the real pure core (``service.watch_machine.decide`` and ``wakes``), the
+* **lookout**: the real pure core (``service.watch.machine.decide`` and ``wakes``), the
   real Frigate mirror turning ``frigate/events`` payloads into detections (new, update
   on a change, heartbeat updates of parked objects, zone jitter, end), frames from the
   camera at 1 fps, ``min_interval_s`` 5.
@@ -40,11 +40,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.table import render, row
-from service.frigate import FrigateMirror
-from service.frigate_types import Detection
-from service.settings import FrigateSettings
-from service.topics import TopicMap
-from service.watch_machine import (
+from service.frigate.mirror import FrigateMirror
+from service.frigate.model import Detection
+from service.mqtt.topics import TopicMap
+from service.settings import FrigateSettings, WatchSettings
+from service.watch.machine import (
     Check,
     Expire,
     Stop,
@@ -55,7 +55,6 @@ from service.watch_machine import (
     decide,
     wakes,
 )
-from service.watch_settings import WatchSettings
 from tests.frigate_replay import tracked_object
 
 LATENCY_S = 2.0

@@ -22,26 +22,35 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
-from service.bus import Message, MqttBus
 from service.chat import ChatCancelRequest, ChatRequest, ChatService
-from service.conversations import ConversationStore
-from service.db import create_engine, create_tables, dispose
-from service.events import EventStore
 from service.frames import FrameStore
 from service.frigate import FrigateMirror
-from service.ha_bridge import HomeAssistantBridge
-from service.health import HealthReporter, HealthRequest
-from service.journal import Journal
-from service.limits import Admission
+from service.homeassistant import HomeAssistantBridge
 from service.llm import Providers
-from service.router import Dispatcher
-from service.routes import MessageRoute, RequestRoute
+from service.mqtt import (
+    Admission,
+    Dispatcher,
+    HealthReporter,
+    HealthRequest,
+    Journal,
+    Message,
+    MessageRoute,
+    MqttBus,
+    RequestKind,
+    RequestRoute,
+    TopicMap,
+    filter_matches,
+)
 from service.settings import Settings
-from service.timeparse import local_zone
-from service.tool_request import ToolRequest, ToolService, build_registry
-from service.tooldeps import ToolDeps
-from service.tools import ToolRegistry
-from service.topics import RequestKind, TopicMap, filter_matches
+from service.store import ConversationStore, EventStore, create_engine, create_tables, dispose
+from service.tools import (
+    ToolDeps,
+    ToolRegistry,
+    ToolRequest,
+    ToolService,
+    build_registry,
+    local_zone,
+)
 from service.watch import WatchEngine, WatchRequest
 
 log = structlog.get_logger(__name__)

@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.topics import Pattern, TopicMap
+from service.mqtt.topics import Pattern, TopicMap
 
 Message = tuple[str, bytes, bool]
 

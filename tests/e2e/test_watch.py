@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from service.db import create_engine, create_tables
-from service.watch_machine import WatchJob, WatchStatus
-from service.watch_store import WatchStore, job_to_row
+from service.store.db import create_engine, create_tables
+from service.watch.machine import WatchJob, WatchStatus
+from service.watch.store import WatchStore, job_to_row
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply, text, tool_calls
 from tests.frigate_replay import tracked_object
 from tests.mqttc import MqttTestClient, Received, next_message, request

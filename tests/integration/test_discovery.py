@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from service.bus import MqttBus
-from service.discovery import HaTopics, HomeAssistantSettings
-from service.ha_bridge import HomeAssistantBridge
-from service.settings import MqttSettings, Settings
-from service.topics import TopicMap
+from service.homeassistant.bridge import HomeAssistantBridge
+from service.homeassistant.discovery import HaTopics
+from service.mqtt.bus import MqttBus
+from service.mqtt.topics import TopicMap
+from service.settings import HomeAssistantSettings, MqttSettings, Settings
 from tests import ha_schema
 from tests.fake_llm import FakeLLM, error, text, tool_calls
 from tests.frigate_replay import SNAPSHOT_JPEG, build_session

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import build
-from service.bus import Message
+from service.mqtt.bus import Message
 from service.settings import load_settings
 
 USER = "fuzz"

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.db import create_engine
-from service.event_schema import EventPatch
-from service.events import EventStore
+from service.store.db import create_engine
+from service.store.events import EventStore
+from service.store.schema import EventPatch
 from tests.pg import PrivatePostgres
-from tests.unit.test_events import T0, ids, patch, review
+from tests.unit.store.test_events import T0, ids, patch, review
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def pg_url() -> Iterator[str]:
 async def test_same_store_on_postgresql(pg_url: str) -> None:
     engine = create_engine(pg_url)
     try:
-        from service.event_schema import TABLES
+        from service.store.schema import TABLES
 
         async with engine.begin() as conn:
             await conn.run_sync(lambda c: [t.drop(c, checkfirst=True) for t in reversed(TABLES)])

@@ -13,10 +13,15 @@ from typing import Any
 
 import yaml
 
-from service.chat import ChatRequest
-from service.discovery import ALERT_EVENT_TYPES, HaTopics, HomeAssistantSettings, device_config
-from service.topics import TopicMap
-from service.watch_requests import WatchRequest
+from service.chat.requests import ChatRequest
+from service.homeassistant.discovery import (
+    ALERT_EVENT_TYPES,
+    HaTopics,
+    HomeAssistantSettings,
+    device_config,
+)
+from service.mqtt.topics import TopicMap
+from service.watch.requests import WatchRequest
 from tests.broker import REPO
 
 EXAMPLES = REPO / "examples"

@@ -1,0 +1,20 @@
+"""Camera frames: the latest JPEG per camera and the way a frame becomes a model input.
+
+:class:`FrameStore` keeps the newest frame of each camera (from lookout's frame topic, or
+fetched from Frigate's ``latest.jpg``) and prepares it for a model off the event loop;
+:func:`run_grab` feeds a camera that Frigate does not front (`lookout grab`).
+"""
+
+from __future__ import annotations
+
+from service.frames.grab import run_grab
+from service.frames.jpeg import FrameError, fetch_latest_jpeg
+from service.frames.latest import Frame, FrameStore
+
+__all__ = [
+    "Frame",
+    "FrameError",
+    "FrameStore",
+    "fetch_latest_jpeg",
+    "run_grab",
+]
