@@ -8,10 +8,11 @@ publishes ``<camera>/<feature>/set`` commands.
 from __future__ import annotations
 
 from service.frigate.mirror import FrigateMirror
-from service.frigate.model import Detection, LiveObject
+from service.frigate.model import Detection, LiveObject, MotionState
 
 __all__ = [
     "Detection",
     "FrigateMirror",
     "LiveObject",
+    "MotionState",
 ]

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from service.frigate.api import import_frigate_config
 from service.frigate.cameras import CameraRegistry
 from service.frigate.live import LiveTracker
-from service.frigate.model import CameraInfo, Detection, DetectionStream, LiveObject
+from service.frigate.model import CameraInfo, Detection, DetectionStream, LiveObject, MotionState
 from service.frigate.payloads import (
     MAX_PAYLOAD_BYTES,
     UPDATE_MODELS,
@@ -78,6 +78,8 @@ class FrigateMirror:
         self._profile: str | None = None
         self._profile_state: str | None = None
         self._subscribers: list[Callable[[Detection], None]] = []
+        self._motion: dict[str, MotionState] = {}
+        self._motion_subscribers: list[Callable[[MotionState], None]] = []
         self._waiters = StateWaiters()
         self._stats: dict[str, int] = {}
         self._last_logged: dict[str, float] = {}
@@ -116,6 +118,7 @@ class FrigateMirror:
             t.frigate_profile_state,
             t.frigate_state.filter,
             self.zone_state.filter,
+            t.frigate_motion.filter,
         ]
         return [(f, 1) for f in filters]
 
@@ -159,6 +162,8 @@ class FrigateMirror:
                 self._count("zone_states")
         elif (state := t.frigate_state.match(topic)) is not None:
             self._on_state(topic, state["camera"], state["feature"], payload)
+        elif (motion := t.frigate_motion.match(topic)) is not None:
+            self._on_motion(topic, motion["camera"], payload)
         else:
             self._count("ignored")
 
@@ -259,6 +264,29 @@ class FrigateMirror:
         self._count("states")
         self._waiters.notify((camera, feature), value)
 
+    def _on_motion(self, topic: str, camera: str, payload: bytes) -> None:
+        value = self._text(topic, payload)
+        if value not in ("ON", "OFF"):
+            if value is not None:
+                self._reject("bad_motion", topic)
+            return
+        now = self._clock()
+        if not self.registry.learn(camera, now):
+            self._reject("bad_camera", topic)
+            return
+        active = value == "ON"
+        previous = self._motion.get(camera)
+        if previous is not None and previous.active == active:
+            return  # a repeat (Frigate re-sends OFF on every reconnect): no change
+        state = MotionState(camera, active, now)
+        self._motion[camera] = state
+        self._count("motion")
+        for callback in list(self._motion_subscribers):
+            try:
+                callback(state)
+            except Exception:  # noqa: BLE001 - a subscriber's bug must not stop the mirror
+                self._reject("subscriber_error", topic, exc_info=True)
+
     def _text(self, topic: str, payload: bytes, *, allow_empty: bool = False) -> str | None:
         try:
             value = payload.decode("utf-8").strip()
@@ -307,6 +335,24 @@ class FrigateMirror:
     def live_objects(self, camera: str) -> list[LiveObject]:
         """Objects tracked on ``camera`` right now, oldest first; expired ones are dropped."""
         return self._live.objects(camera)
+
+    def motion(self, camera: str) -> MotionState | None:
+        """Frigate's motion state of ``camera`` (``None``: never heard, e.g. no Frigate)."""
+        return self._motion.get(camera)
+
+    def subscribe_motion(self, callback: Callable[[MotionState], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously, must be quick) when a camera's motion changes.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        self._motion_subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._motion_subscribers:
+                self._motion_subscribers.remove(callback)
+
+        return unsubscribe
 
     def stats(self) -> dict[str, int]:
         """Counters: messages, events, reviews, states, ``rejected_<reason>``, ..."""

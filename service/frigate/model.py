@@ -96,6 +96,22 @@ class LiveObject:
 
 
 @dataclass(frozen=True, slots=True)
+class MotionState:
+    """Frigate's ``frigate/<camera>/motion``: whether its motion detector sees motion.
+
+    Attributes:
+        camera: Camera id.
+        active: ``ON`` (motion now) or ``OFF`` (none for Frigate's ``mqtt_off_delay``,
+            30 s by default; Frigate also sends ``OFF`` on every reconnect).
+        since: lookout's wall time of the message that set ``active``.
+    """
+
+    camera: str
+    active: bool
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
 class Detection:
     """One ``frigate/events`` message, reduced to what a watch needs to decide on a wake-up.
 

@@ -99,6 +99,7 @@ class TopicMap:
         self.frigate_state = Pattern(f"{f}/{{camera}}/{{feature}}/state")
         self.frigate_set = Pattern(f"{f}/{{camera}}/{{feature}}/set")
         self.frigate_snapshot = Pattern(f"{f}/{{camera}}/{{label}}/snapshot")
+        self.frigate_motion = Pattern(f"{f}/{{camera}}/motion")
 
     def request_kind(self, topic: str) -> tuple[RequestKind, str] | None:
         """Parse a request topic into its kind and caller, or ``None``."""

@@ -532,8 +532,31 @@ def test_subscriptions_and_snapshot_pattern() -> None:
         ("frigate/profile/state", 1),
         ("frigate/+/+/state", 1),
         ("frigate/+/zone/+/state", 1),
+        ("frigate/+/motion", 1),
     ]
     assert mirror.snapshot_pattern.match("frigate/driveway/car/snapshot") == {
         "camera": "driveway",
         "label": "car",
     }
+
+
+def test_motion_state_follows_frigate_and_ignores_repeats() -> None:
+    clock = Clock(T0)
+    mirror = make_mirror(clock=clock)
+    seen: list[tuple[str, bool, float]] = []
+    unsubscribe = mirror.subscribe_motion(lambda m: seen.append((m.camera, m.active, m.since)))
+    assert mirror.motion("front_door") is None
+    mirror.handle("frigate/front_door/motion", b"ON", False)
+    clock.now = T0 + 5
+    mirror.handle("frigate/front_door/motion", b"ON", False)  # a repeat: no change
+    clock.now = T0 + 40
+    mirror.handle("frigate/front_door/motion", b"OFF", False)
+    mirror.handle("frigate/front_door/motion", b"maybe", False)
+    assert seen == [("front_door", True, T0), ("front_door", False, T0 + 40)]
+    state = mirror.motion("front_door")
+    assert state is not None and not state.active and state.since == T0 + 40
+    assert mirror.stats()["rejected_bad_motion"] == 1
+    assert ("frigate/+/motion", 1) in mirror.subscriptions()
+    unsubscribe()
+    mirror.handle("frigate/front_door/motion", b"ON", False)
+    assert len(seen) == 2
