@@ -7,6 +7,15 @@ fetched from Frigate's ``latest.jpg``) and prepares it for a model off the event
 
 from __future__ import annotations
 
+from service.frames.change import (
+    SceneChange,
+    Thumbnail,
+    Thumbnails,
+    compare,
+    compare_async,
+    thumbnail,
+    thumbnail_from_gray,
+)
 from service.frames.grab import run_grab
 from service.frames.jpeg import FrameError, fetch_latest_jpeg
 from service.frames.latest import Frame, FrameStore
@@ -15,6 +24,13 @@ __all__ = [
     "Frame",
     "FrameError",
     "FrameStore",
+    "SceneChange",
+    "Thumbnail",
+    "Thumbnails",
+    "compare",
+    "compare_async",
     "fetch_latest_jpeg",
     "run_grab",
+    "thumbnail",
+    "thumbnail_from_gray",
 ]

@@ -32,3 +32,12 @@ class WatchSettings(BaseModel):
     """Finished watches stay listed (and their retained topics stay) this long."""
     snapshot_retain: bool = True
     """Retain the deciding frame on ``.../snapshot`` until the watch leaves history."""
+    max_unchanged_s: float = Field(1800.0, ge=0, le=86_400)
+    """Longest a watch goes without a model call while its scene looks unchanged; ``0``
+    turns the change gate off (every check the model asks for is made)."""
+    change_threshold: float = Field(0.12, gt=0, le=1)
+    """How different a cell of the grey thumbnail must be (illumination-normalised mean
+    difference) for the scene to count as changed; lower is more sensitive."""
+    confirm_below: float = Field(0.6, ge=0, le=1)
+    """A ``met`` verdict whose confidence is below this is confirmed on the next fresh
+    frame before the alert goes out; ``0`` alerts at once on every ``met``."""

@@ -20,24 +20,27 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.frames import Frame, FrameStore
-from service.frigate import Detection, FrigateMirror, LiveObject
+from service.frames import Frame, FrameStore, Thumbnails
+from service.frigate import Detection, FrigateMirror, LiveObject, MotionState
 from service.llm import Providers
 from service.mqtt import ErrorCode, Publisher, RequestError, TopicMap
 from service.settings import Settings
-from service.tools import Access, StartWatchArgs, ToolError, access_for, local_zone
-from service.watch.machine import WatchEvent, WatchJob, iso
+from service.tools import Access, StartWatchArgs, access_for, local_zone
+from service.watch.chat_tools import start_from_tool, stop_from_tool
+from service.watch.host import Clock, SystemClock, VisionModel
+from service.watch.machine import WatchEvent, WatchJob
 from service.watch.output import WatchOutput
 from service.watch.requests import (
-    MAX_DURATION_MINUTES,
+    NO_FRAME_GRACE_S,
     WatchRequest,
+    check_frames,
     check_limits,
     clean_labels,
     resolve_camera,
     resolve_zones,
     serve_request,
 )
-from service.watch.runner import Clock, JobRunner, SystemClock, VisionModel
+from service.watch.runner import JobRunner
 from service.watch.store import WatchStore
 
 __all__ = ["WatchEngine", "WatchRequest"]
@@ -83,6 +86,7 @@ class WatchEngine:
         self.store = WatchStore(engine)
         self.frigate = frigate
         self.frames = frames
+        self.thumbnails = Thumbnails()
         self.providers = providers
         self.publisher = publisher
         self.clock: Clock = clock or SystemClock()
@@ -97,6 +101,7 @@ class WatchEngine:
             self.policy,
             camera_monitoring=settings.frigate.camera_monitoring,
         )
+        self.no_frame_grace_s = NO_FRAME_GRACE_S
         self._live: dict[str, JobRunner] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
@@ -147,61 +152,12 @@ class WatchEngine:
         await serve_request(self, access_for(self.settings, ctx.user), request, ctx)
 
     async def start_from_tool(self, args: StartWatchArgs, access: Access) -> dict[str, Any]:
-        """`start_camera_watch` on behalf of the chatting user.
-
-        Raises:
-            ToolError: Everything :meth:`start` refuses, with its code.
-        """
-        if not 1 <= args.max_duration_minutes <= MAX_DURATION_MINUTES:
-            raise ToolError(f"max_duration_minutes must be between 1 and {MAX_DURATION_MINUTES}")
-        try:
-            job = await self.start(
-                access,
-                args.camera,
-                args.condition,
-                args.max_duration_minutes,
-                args.labels or [],
-                args.zones or [],
-                source="chat",
-            )
-        except RequestError as exc:
-            raise ToolError(exc.message, exc.code, **exc.details) from None
-        return {
-            "job_id": job.id,
-            "camera": job.camera,
-            "condition": job.condition,
-            "labels": list(job.labels),
-            "zones": list(job.zones),
-            "status": job.status.value,
-            "ends_at": iso(job.deadline),
-            "note": "The user gets an alert when the condition is met, or when the watch "
-            f"ends after {job.max_duration_minutes} minutes without it.",
-        }
+        """`start_camera_watch` on behalf of the chatting user (raises ToolError)."""
+        return await start_from_tool(self, args, access)
 
     async def stop_from_tool(self, job_id: str | None, access: Access) -> dict[str, Any]:
-        """`stop_camera_watch`: the named watch, or the user's only running one.
-
-        Raises:
-            ToolError: No such watch, not the caller's, or several running and none named.
-        """
-        if job_id is None:
-            mine = [j for j in self._active() if j.user == access.user]
-            if not mine:
-                raise ToolError("you have no running camera watch", ErrorCode.NOT_FOUND)
-            if len(mine) > 1:
-                running = [
-                    {"job_id": j.id, "camera": j.camera, "condition": j.condition} for j in mine
-                ]
-                raise ToolError(
-                    f"you have {len(mine)} running watches; say which job_id to stop",
-                    running=running,
-                )
-            job_id = mine[0].id
-        try:
-            job, cancelled = await self.cancel(access, job_id)
-        except RequestError as exc:
-            raise ToolError(exc.message, exc.code, **exc.details) from None
-        return {"job_id": job.id, "cancelled": cancelled, "status": job.status.value}
+        """`stop_camera_watch`: the named watch, or the user's only running one (ToolError)."""
+        return await stop_from_tool(self, self._active(), job_id, access)
 
     # -- the operations ------------------------------------------------------------------
 
@@ -221,8 +177,9 @@ class WatchEngine:
 
         Raises:
             RequestError: ``not_found`` (camera or zone), ``llm_unavailable`` (no model
-                can see images), ``overloaded`` / ``rate_limited`` (the limits),
-                ``unavailable`` (the engine is not running).
+                can see images), ``unavailable`` (no way to get a picture of the camera,
+                see :func:`check_frames`; or the engine is not running),
+                ``overloaded`` / ``rate_limited`` (the limits).
         """
         if request_id is not None:
             existing = await self.store.find_by_request(access.user, request_id)
@@ -236,6 +193,14 @@ class WatchEngine:
                 ErrorCode.LLM_UNAVAILABLE,
                 "no LLM provider can look at images; give one the vision role",
             )
+        warning = await check_frames(
+            self.frames,
+            self.frigate,
+            self.topics,
+            camera_id,
+            frigate_url=self.frigate_url,
+            grace_s=self.no_frame_grace_s,
+        )
         check_limits(self._active(), access.user, self.policy)
         now = self.clock.now()
         job = WatchJob(
@@ -251,6 +216,7 @@ class WatchEngine:
             source=source,
             request_id=request_id,
             updated_at=now,
+            warning=warning,
         )
         runner = JobRunner(job, self)
         # Registered before the first await, so concurrent starts see it in the limits.
@@ -268,6 +234,8 @@ class WatchEngine:
             self._launch(runner)
         self._counts["started"] += 1
         log.info("watch_started", job_id=job.id, user=job.user, camera=job.camera, source=source)
+        if warning:
+            log.warning("watch_without_frames", job_id=job.id, camera=job.camera)
         return job
 
     async def cancel(self, access: Access, job_id: str) -> tuple[WatchJob, bool]:
@@ -315,6 +283,10 @@ class WatchEngine:
     def live_objects(self, camera: str) -> list[LiveObject]:
         """What Frigate tracks on ``camera``."""
         return self.frigate.live_objects(camera)
+
+    def motion(self, camera: str) -> MotionState | None:
+        """Frigate's motion state of ``camera`` (``None``: Frigate never said)."""
+        return self.frigate.motion(camera)
 
     def camera_name(self, camera: str) -> str:
         """The camera's friendly name, else its id."""

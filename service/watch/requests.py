@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from service.frames import FrameStore
 from service.frigate import FrigateMirror
-from service.mqtt import ErrorCode, Request, RequestError
+from service.mqtt import ErrorCode, Request, RequestError, TopicMap
 from service.settings import NAME_RE, WatchSettings
 from service.tools import Access
 from service.watch.machine import WatchJob
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from service.mqtt import RequestContext
 
 MAX_DURATION_MINUTES = 1440
+NO_FRAME_GRACE_S = 2.0
+"""How long a start waits for a first frame of a camera that has none (a publisher that
+started together with lookout, a replayed request) before it says there is none."""
 
 
 class WatchRequest(Request):
@@ -165,3 +168,50 @@ def check_limits(active: list[WatchJob], user: str, policy: WatchSettings) -> No
             "(watch.max_active_per_user); cancel one first",
             running=mine,
         )
+
+
+async def check_frames(
+    frames: FrameStore,
+    frigate: FrigateMirror,
+    topics: TopicMap,
+    camera: str,
+    *,
+    frigate_url: str | None,
+    grace_s: float = NO_FRAME_GRACE_S,
+) -> str | None:
+    """Whether lookout can get pictures of ``camera``, before a watch on it starts.
+
+    With ``frigate.url`` lookout fetches Frigate's ``latest.jpg``; a frame on the frame
+    topic means a publisher (``lookout grab``, a Home Assistant camera...) feeds it.
+    Without either, Frigate's own cropped snapshots are all that can come, and only for a
+    camera Frigate reports: then the watch starts with a warning that says so; for a
+    camera nothing reports, it cannot see anything, ever, and does not start.
+
+    Returns:
+        ``None`` when whole frames can come; else the warning.
+
+    Raises:
+        RequestError: ``unavailable``, saying how to give lookout frames.
+    """
+    if frigate_url or frames.latest(camera, allow_snapshot=False) is not None:
+        return None
+    frame = await frames.wait_next(camera, 0, grace_s)
+    if frame is not None and frame.source != "snapshot":
+        return None
+    topic = topics.frame.format(camera=camera)
+    how = (
+        "set frigate.url (lookout then fetches Frigate's latest.jpg), run "
+        f"`lookout grab SOURCE --camera {camera}`, or publish JPEG frames to {topic}"
+    )
+    info = frigate.camera(camera)
+    if frame is None and (info is None or info.last_seen is None):
+        raise RequestError(
+            ErrorCode.UNAVAILABLE,
+            f"lookout has no picture of camera {camera!r} and no way to get one: {how}",
+            frame_topic=topic,
+        )
+    return (
+        f"lookout has no whole frame of camera {camera!r}: the watch can only look at the "
+        f"cropped snapshots Frigate publishes when it detects something. To watch the whole "
+        f"scene, {how}."
+    )

@@ -1,9 +1,12 @@
-"""One watch's task: ask :func:`~service.watch.machine.decide`, then wait, fetch or check.
+"""One watch's task: ask :func:`~service.watch.decide.decide`, then wait, compare, skip or check.
 
 The runner does the I/O for one job and nothing else; persisting, publishing and
 alerting belong to its host (the engine, :mod:`service.watch.engine`). Rules it keeps:
 
 * It never calls the model without a frame, and never twice on the same frame.
+* A check the model scheduled is skipped when the scene did not change (the change gate
+  in :mod:`service.watch.decide`; samples and thumbnails in :mod:`service.watch.sampling`);
+  a "met" the model is unsure of is confirmed on the next fresh frame before it alerts.
 * After every await it looks at the job's status again: a watch cancelled while its
   model call was in flight drops the answer, so it can never notify. (The engine also
   cancels the task, which aborts the HTTP call.)
@@ -15,29 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from service.frames import Frame, FrameError, FrameStore, fetch_latest_jpeg
+from service.frames import Frame, FrameError, Thumbnail, fetch_latest_jpeg
 from service.frigate import Detection, LiveObject
-from service.llm import LlmError, TurnEnd
-from service.settings import WatchSettings
-from service.watch.machine import (
+from service.llm import LlmError
+from service.watch.decide import (
     Check,
+    Compare,
     Expire,
+    Skip,
     Stop,
     Wait,
     WaitFrame,
-    WatchEvent,
-    WatchJob,
-    WatchStatus,
+    after_skip,
+    after_verdict,
     backoff_delay,
     decide,
-    wakes,
 )
+from service.watch.host import RunnerHost
+from service.watch.machine import WatchEvent, WatchJob, WatchStatus
+from service.watch.sampling import Sampler
 from service.watch.vlm import (
     RESPONSE_FORMAT,
     SeenObject,
@@ -60,67 +64,6 @@ MAX_PENDING = 64
 MIN_CALL_S = 0.5
 
 
-class Clock(Protocol):
-    """Wall time for the watch engine; tests inject a faster one."""
-
-    def now(self) -> float:
-        """Unix seconds."""
-
-    def seconds_until(self, when: float) -> float:
-        """Real seconds to wait until the clock reads ``when`` (0 if passed)."""
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        """``time.time()``."""
-        return time.time()
-
-    def seconds_until(self, when: float) -> float:
-        """``when - now``, at least 0."""
-        return max(0.0, when - time.time())
-
-
-class VisionModel(Protocol):
-    """What a watch needs of a provider (``service.llm.roles.Provider`` fits)."""
-
-    async def complete(  # noqa: D102
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        response_format: dict[str, Any] | None = None,
-        enable_thinking: bool | None = None,
-        deadline_s: float | None = None,
-    ) -> TurnEnd: ...
-
-
-class RunnerHost(Protocol):
-    """What a runner asks of the engine."""
-
-    clock: Clock
-    policy: WatchSettings
-    frames: FrameStore
-    frigate_url: str | None
-    frigate_timeout_s: float
-    tz: dt.tzinfo
-
-    def vision(self) -> VisionModel:
-        """The provider for watch calls (raises LlmError when there is none)."""
-
-    def live_objects(self, camera: str) -> list[LiveObject]:
-        """What the detector tracks on ``camera`` now."""
-
-    def camera_name(self, camera: str) -> str:
-        """A friendly name for the prompt."""
-
-    async def sync(self, job: WatchJob) -> None:
-        """Persist the job and publish its retained state."""
-
-    async def alert(self, job: WatchJob, frame: Frame | None) -> None:
-        """Publish the alert of a finished job (and the deciding frame)."""
-
-
 class JobRunner:
     """Drives one job until it finishes or its task is cancelled."""
 
@@ -134,12 +77,32 @@ class JobRunner:
         )
         self.task: asyncio.Task[None] | None = None
         self._system = system_prompt(job.condition, job.labels, job.zones)
+        self.sampler = Sampler(
+            job.camera,
+            host.frames,
+            host.thumbnails,
+            host.clock.seconds_until,
+            self._fetch if host.frigate_url else None,
+        )
 
     # -- called from outside -------------------------------------------------------
 
     def on_detection(self, detection: Detection) -> None:
-        """Queue a detection that should bring the next check forward (sync, cheap)."""
-        if self.job.active and wakes(self.job, detection):
+        """Remember a detection; queue it when it is news to the watch (sync, cheap)."""
+        job = self.job
+        if not job.active or detection.camera != job.camera:
+            return
+        reason = job.memory.observe(
+            detection, self.host.clock.now(), self.host.policy.max_unchanged_s
+        )
+        if reason is not None:
+            log.debug(
+                "watch_woken",
+                reason=reason,
+                object_id=detection.object_id,
+                label=detection.label,
+                zones=list(detection.zones),
+            )
             self.pending.append(detection)
             self.wake.set()
 
@@ -163,7 +126,8 @@ class JobRunner:
             if job.status is WatchStatus.BACKOFF and (job.retry_at or 0) <= now:
                 job.transition(WatchEvent.RETRY, now)
             frame = host.frames.latest(job.camera)
-            action = decide(job, frame, self.pending, now, host.policy)
+            motion = host.motion(job.camera)
+            action = decide(job, frame, list(self.pending), now, host.policy, motion)
             if isinstance(action, Stop):
                 return
             if isinstance(action, Expire):
@@ -178,6 +142,10 @@ class JobRunner:
                 await self._sleep(action.until)
             elif isinstance(action, WaitFrame):
                 await self._wait_frame(action)
+            elif isinstance(action, Compare) and frame is not None:
+                await self._compare(frame)
+            elif isinstance(action, Skip):
+                await self._skip(action)
             elif isinstance(action, Check) and frame is not None:
                 await self._check(frame, action)
 
@@ -232,11 +200,41 @@ class JobRunner:
             f"Stopped watching {host.camera_name(job.camera)} after {minutes} {unit}: "
             f"it did not see that {job.condition.strip()!r} happened."
         )
+        if job.model_calls == 0:
+            message += " It never got a frame of the camera to look at."
         if job.last_error:
             message += f" Last error: {job.last_error}"
         job.notification_message = message
         log.info("watch_timed_out", calls=job.model_calls, iterations=job.iterations)
         await host.alert(job, None)
+
+    # -- the change gate ------------------------------------------------------------
+
+    async def _compare(self, frame: Frame) -> None:
+        """Sample the scene now and compare it with the judged one (into ``job.gate``)."""
+        job, host = self.job, self.host
+        samples = await self.sampler.burst(frame, host.clock.now(), self.wake)
+        if self.pending:
+            return  # a wake came in: that check needs no comparison
+        reading = await self.sampler.reading(
+            job.gate.reference, samples, host.policy.change_threshold
+        )
+        if job.active:
+            job.gate.reading = reading
+
+    async def _skip(self, action: Skip) -> None:
+        """The scheduled check found nothing changed: no call, the next check scheduled."""
+        job, host = self.job, self.host
+        reading = job.gate.reading
+        after_skip(job, action, host.clock.now())
+        log.debug(
+            "watch_check_skipped",
+            reason=action.reason,
+            score=None if reading is None else round(reading.score, 3),
+            skipped=job.skipped_unchanged,
+            next_in=job.interval_s,
+        )
+        await host.sync(job)
 
     # -- one model call ------------------------------------------------------------
 
@@ -246,66 +244,91 @@ class JobRunner:
         job.transition(WatchEvent.CHECK, now)
         job.model_calls += 1
         job.last_call_at = now
+        job.gate.reading = None
         if action.reason == "wake":
             job.wakeups += 1
+        elif action.reason == "confirm":
+            job.confirmations += 1
+        log.debug("watch_check", reason=action.reason, frame_seq=frame.seq, calls=job.model_calls)
         self.pending.clear()
         live = host.live_objects(job.camera)
-        job.settled = frozenset(o.id for o in live if o.stationary)
         await host.sync(job)
         if job.status is not WatchStatus.CHECKING:
             return
-        current: dict[str, Any] | None = None
-        try:
-            data_url = await host.frames.prepare_for_model(frame)
-            taken = dt.datetime.fromtimestamp(frame.received_at, host.tz).strftime("%a %H:%M:%S")
-            seen = [SeenObject(o.label, o.stationary, o.current_zones) for o in live]
-            text = frame_text(host.camera_name(job.camera), taken, seen)
-            current = user_message(text, data_url)
-            remaining = host.clock.seconds_until(job.deadline)
-            end = await host.vision().complete(
-                build_messages(self._system, self.history, current),
-                response_format=RESPONSE_FORMAT,
-                enable_thinking=False,
-                deadline_s=max(MIN_CALL_S, min(host.policy.vision_deadline_s, remaining)),
-            )
-            verdict = parse_verdict(end.content, end.reasoning)
-        except (LlmError, VerdictError, FrameError) as exc:
+        collected = [frame]
+        outcome: tuple[Verdict, dict[str, Any]] | Exception
+        async with asyncio.TaskGroup() as tg:
+            # The frames that arrive while the model looks become the reference of the
+            # change gate; collecting them costs no time.
+            follow = tg.create_task(self.sampler.follow(collected), name=f"watch-follow[{job.id}]")
+            try:
+                outcome = await self._ask(frame, live)
+            except (LlmError, VerdictError, FrameError) as exc:
+                outcome = exc
+            finally:
+                follow.cancel()
+        if isinstance(outcome, Exception):
             if job.status is WatchStatus.CHECKING:
-                await self._failed_call(frame, exc)
+                await self._failed_call(frame, outcome)
             return
+        reference = await self.sampler.thumbs(collected)
         if job.status is not WatchStatus.CHECKING:
             # Cancelled while the model was answering: the answer is dropped unseen.
             log.info("watch_answer_dropped", status=job.status.value)
             return
+        verdict, current = outcome
         self.history.append((current, {"role": "assistant", "content": verdict.to_json()}))
-        await self._apply(verdict, frame)
+        await self._apply(verdict, frame, live, reference)
 
-    async def _apply(self, verdict: Verdict, frame: Frame) -> None:
+    async def _ask(self, frame: Frame, live: list[LiveObject]) -> tuple[Verdict, dict[str, Any]]:
+        """One model call on ``frame``: the verdict and the user message it answered."""
         job, host = self.job, self.host
-        now = host.clock.now()
-        job.iterations += 1
-        job.errors = 0
-        job.last_error = None
-        job.retry_at = None
-        job.last_verdict_at = now
-        job.last_checked_seq = frame.seq
-        job.last_reasoning = verdict.reasoning
+        data_url = await host.frames.prepare_for_model(frame)
+        taken = dt.datetime.fromtimestamp(frame.received_at, host.tz).strftime("%a %H:%M:%S")
+        seen = [SeenObject(o.label, o.stationary, o.current_zones) for o in live]
+        text = frame_text(host.camera_name(job.camera), taken, seen)
+        current = user_message(text, data_url)
+        remaining = host.clock.seconds_until(job.deadline)
+        end = await host.vision().complete(
+            build_messages(self._system, self.history, current),
+            response_format=RESPONSE_FORMAT,
+            enable_thinking=False,
+            deadline_s=max(MIN_CALL_S, min(host.policy.vision_deadline_s, remaining)),
+        )
+        return parse_verdict(end.content, end.reasoning), current
+
+    async def _apply(
+        self, verdict: Verdict, frame: Frame, live: list[LiveObject], reference: list[Thumbnail]
+    ) -> None:
+        job, host = self.job, self.host
+        confirming = job.confirming
+        # No await between the status check in _check and these transitions: a cancel
+        # cannot slip in between, and after "met" the job is terminal.
+        step = after_verdict(
+            job,
+            verdict,
+            frame=frame,
+            judged=live,
+            reference=reference,
+            now=host.clock.now(),
+            policy=host.policy,
+        )
         log.info(
             "watch_verdict",
             met=verdict.condition_met,
+            confidence=verdict.confidence,
             next_run_in=verdict.next_run_in,
             iteration=job.iterations,
             frame_seq=frame.seq,
+            step=step,
         )
-        if verdict.condition_met:
-            job.notification_message = verdict.notification_message or verdict.reasoning
-            # No await between the status check in _check and this transition: a cancel
-            # cannot slip in between, and from here on the job is terminal.
-            job.transition(WatchEvent.MET, now)
+        if step == "met":
             await host.alert(job, frame)
             return
-        job.next_run_at = now + verdict.next_run_in
-        job.transition(WatchEvent.NOT_MET, now)
+        if step == "confirm":
+            log.debug("watch_confirming", confidence=verdict.confidence)
+        elif confirming:
+            log.debug("watch_not_confirmed", confidence=verdict.confidence)
         await host.sync(job)
 
     async def _failed_call(self, frame: Frame, exc: Exception) -> None:

@@ -48,6 +48,9 @@ watches_table = sa.Table(
     sa.Column("notification_message", sa.Text, nullable=False),
     sa.Column("alerted", sa.Boolean, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Added with the change gate: nullable, so an older database gets them on upgrade.
+    sa.Column("skipped_unchanged", sa.Integer, nullable=True),
+    sa.Column("confirmations", sa.Integer, nullable=True),
     sa.Index("ix_watches_status", "status"),
     sa.Index("ix_watches_user", "user", "created_at"),
     sa.Index("ix_watches_ended", "ended_at"),
@@ -86,6 +89,8 @@ def job_to_row(job: WatchJob) -> dict[str, Any]:
         "notification_message": job.notification_message,
         "alerted": job.alerted,
         "updated_at": job.updated_at,
+        "skipped_unchanged": job.skipped_unchanged,
+        "confirmations": job.confirmations,
     }
 
 
@@ -119,6 +124,8 @@ def row_to_job(row: RowMapping) -> WatchJob:
         notification_message=row["notification_message"],
         alerted=bool(row["alerted"]),
         updated_at=row["updated_at"],
+        skipped_unchanged=row["skipped_unchanged"] or 0,
+        confirmations=row["confirmations"] or 0,
     )
 
 

@@ -4,7 +4,7 @@ The model gets a system prompt naming the condition, then up to ``max_history`` 
 frame/answer pairs, then the newest frame with its time and what the object detector
 tracks. It answers with one JSON verdict::
 
-    {"condition_met": false, "next_run_in": 120,
+    {"condition_met": false, "confidence": 0.9, "next_run_in": 120,
      "reasoning": "Only the parked car.", "notification_message": ""}
 
 A JSON-schema ``response_format`` asks for exactly that where the server supports it;
@@ -15,6 +15,7 @@ the object, ``<think>`` blocks, and an empty answer with the JSON in the reasoni
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,11 +34,18 @@ VERDICT_SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {
         "condition_met": {"type": "boolean"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "next_run_in": {"type": "integer", "minimum": MIN_NEXT_RUN_S, "maximum": MAX_NEXT_RUN_S},
         "reasoning": {"type": "string"},
         "notification_message": {"type": "string"},
     },
-    "required": ["condition_met", "next_run_in", "reasoning", "notification_message"],
+    "required": [
+        "condition_met",
+        "confidence",
+        "next_run_in",
+        "reasoning",
+        "notification_message",
+    ],
     "additionalProperties": False,
 }
 RESPONSE_FORMAT: Final[dict[str, Any]] = {
@@ -58,24 +66,30 @@ class VerdictError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One parsed answer."""
+    """One parsed answer.
+
+    ``confidence`` is the model's own, 0 to 1; ``None`` when it gave none (servers that
+    ignore the schema), which counts as sure: lookout does not hold back an alert for a
+    number the model never gave.
+    """
 
     condition_met: bool
     next_run_in: int
     reasoning: str
     notification_message: str
+    confidence: float | None = None
 
     def to_json(self) -> str:
         """The canonical form kept in the conversation history."""
-        return json.dumps(
-            {
-                "condition_met": self.condition_met,
-                "next_run_in": self.next_run_in,
-                "reasoning": self.reasoning,
-                "notification_message": self.notification_message,
-            },
-            ensure_ascii=False,
-        )
+        body: dict[str, Any] = {"condition_met": self.condition_met}
+        if self.confidence is not None:
+            body["confidence"] = self.confidence
+        body |= {
+            "next_run_in": self.next_run_in,
+            "reasoning": self.reasoning,
+            "notification_message": self.notification_message,
+        }
+        return json.dumps(body, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +134,15 @@ def system_prompt(condition: str, labels: Iterable[str], zones: Iterable[str]) -
         "new or moving.",
         "",
         "Reply with one JSON object and nothing else:",
-        '{"condition_met": <true or false>, "next_run_in": <whole seconds, 1-300>, '
+        '{"condition_met": <true or false>, "confidence": <0 to 1>, '
+        '"next_run_in": <whole seconds, 1-300>, '
         '"reasoning": "<one or two sentences>", "notification_message": "<text or empty>"}',
         "",
         "- condition_met: true only when the newest frame clearly shows the condition. "
         "When in doubt, false.",
+        "- confidence: how sure you are of condition_met, from 0 (a guess) to 1 "
+        "(certain). An unsure true is checked again on the next frame before the user "
+        "is told.",
         "- next_run_in: when to look again. You are woken early anyway when the detector "
         "sees a new object, an object entering a zone, or a parked object starting to move, "
         "so do not ask for frequent looks at a scene that is not changing. 120-300 when "
@@ -213,6 +231,20 @@ def _as_seconds(value: Any) -> int:
     return max(MIN_NEXT_RUN_S, min(MAX_NEXT_RUN_S, seconds))
 
 
+def _as_confidence(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if math.isnan(number):
+        return None
+    if 1 < number <= 100:
+        number /= 100  # a percentage
+    return max(0.0, min(1.0, number))
+
+
 def _as_text(value: Any, limit: int) -> str:
     if value is None:
         return ""
@@ -232,6 +264,7 @@ def _from_text(text: str) -> Verdict | None:
         next_run_in=_as_seconds(data.get("next_run_in")),
         reasoning=_as_text(data.get("reasoning"), MAX_REASONING_CHARS),
         notification_message=_as_text(data.get("notification_message"), MAX_MESSAGE_CHARS),
+        confidence=_as_confidence(data.get("confidence")),
     )
 
 

@@ -203,6 +203,8 @@ class Rig:
         self.topics = TopicMap("lk", "frigate")
         self.frames = FrameStore(clock=self.clock.now)
         self.mirror = FrigateMirror(self.settings.frigate, self.topics, clock=self.clock.now)
+        for camera in ("driveway", "porch"):  # Frigate reports both cameras
+            self.mirror.handle(f"frigate/{camera}/detect/state", b"ON", True)
         self.publisher = Recorder()
         self.vision = Vision()
         self.db = create_engine(f"sqlite:///{tmp / 'lookout.db'}")
@@ -215,6 +217,8 @@ class Rig:
             self.settings, self.topics, self.db, self.mirror, self.frames,
             Providers(self.vision), self.publisher, clock=self.clock,  # type: ignore[arg-type]
         )  # fmt: skip
+        # A frameless camera waits this long for a first frame before it is refused.
+        self.engine.no_frame_grace_s = 0.05
         self.task = asyncio.create_task(self.engine.run(), name="test-watch-engine")
         return self.engine
 

@@ -18,21 +18,14 @@ from bench.bench_watch import (
 )
 from service.frigate.model import Detection
 from service.settings import WatchSettings
+from service.watch.decide import Check, Expire, Stop, Wait, WaitFrame, backoff_delay, decide
 from service.watch.machine import (
     TRANSITIONS,
-    Check,
-    Expire,
     IllegalTransition,
-    Stop,
-    Wait,
-    WaitFrame,
     WatchEvent,
     WatchJob,
     WatchStatus,
-    backoff_delay,
-    decide,
     iso,
-    wakes,
 )
 
 S, E = WatchStatus, WatchEvent
@@ -48,6 +41,7 @@ EXPECTED = {
     (S.RUNNING, E.FRAME_LOST): S.WAITING_FOR_FRAME,
     (S.WAITING_FOR_FRAME, E.FRAME_FOUND): S.RUNNING,
     (S.CHECKING, E.NOT_MET): S.RUNNING,
+    (S.CHECKING, E.WEAK_MET): S.RUNNING,
     (S.CHECKING, E.MET): S.SUCCESS,
     (S.CHECKING, E.ERROR): S.BACKOFF,
     (S.BACKOFF, E.RETRY): S.RUNNING,
@@ -238,52 +232,6 @@ def test_backoff_doubles_and_is_capped() -> None:
     ]
 
 
-# -- wakes -------------------------------------------------------------------------------
-
-
-def test_wakes_follows_labels_zones_and_newness() -> None:
-    j = job(labels=("person", "car"), zones=("driveway",))
-    assert wakes(j, det(zones=("driveway",)))  # a new person walking in the zone
-    assert not wakes(j, det(label="dog", zones=("driveway",)))  # label filter
-    assert not wakes(j, det(zones=("street",)))  # zone filter
-    assert not wakes(j, det(camera="porch", zones=("driveway",)))  # another camera
-    assert not wakes(j, det(kind="end", zones=("driveway",)))
-    # An update about a known, moving object that changed nothing is not news.
-    assert not wakes(j, det(first_seen=False, kind="update", zones=("driveway",)))
-    # Entering the watched zone is; entering another one while in it is not.
-    assert wakes(
-        j, det(first_seen=False, kind="update", zones=("driveway",), new_zones=("driveway",))
-    )
-    assert not wakes(
-        j,
-        det(first_seen=False, kind="update", zones=("driveway", "walkway"), new_zones=("walkway",)),
-    )
-    # A parked car starting to move is news.
-    assert wakes(
-        j,
-        det(
-            "car1", "car", first_seen=False, kind="update", zones=("driveway",), became_active=True
-        ),
-    )
-
-
-def test_a_parked_car_never_wakes_even_when_its_box_jitters() -> None:
-    j = job(labels=("car",), zones=("driveway",), settled=frozenset({"car1"}))
-    jitter = det(
-        "car1",
-        "car",
-        first_seen=False,
-        kind="update",
-        stationary=True,
-        zones=("driveway",),
-        new_zones=("driveway",),
-    )
-    assert jitter.wakes  # Frigate's view: a zone entry ...
-    assert not wakes(j, jitter)  # ... of an object that was parked at the last check
-    # Seen parked for the first time (lookout just started) does not wake either.
-    assert not wakes(job(labels=("car",)), det("car2", "car", stationary=True))
-
-
 # -- properties --------------------------------------------------------------------------
 
 
@@ -334,11 +282,11 @@ def test_an_hour_with_a_parked_car_costs_a_tenth_of_upstream_and_alerts_no_later
     assert ours.decisions < 300
 
 
-def test_busy_street_and_empty_night_cost_no_more_than_upstream() -> None:
+def test_busy_street_and_empty_night_cost_a_tenth_of_upstream() -> None:
     for scene in (busy_street(), empty_night()):
         ours, theirs = simulate_lookout(scene), simulate_upstream(scene)
         assert ours.status == theirs.status
-        assert ours.calls <= theirs.calls
+        assert ours.calls * 10 <= theirs.calls
         assert ours.alert_at <= theirs.alert_at  # type: ignore[operator]
     night = simulate_lookout(empty_night())
     assert night.status == "failed" and night.alert_at == 3600

@@ -123,11 +123,11 @@ def test_parse_never_fails_other_than_with_verdict_error(text: str) -> None:
     assert 1 <= v.next_run_in <= 300
 
 
-def test_response_format_is_a_strict_schema_of_the_four_fields() -> None:
+def test_response_format_is_a_strict_schema_of_the_five_fields() -> None:
     assert RESPONSE_FORMAT["type"] == "json_schema"
     schema = RESPONSE_FORMAT["json_schema"]["schema"]
     assert RESPONSE_FORMAT["json_schema"]["strict"] is True
-    assert set(schema["required"]) == set(schema["properties"]) == set(GOOD)
+    assert set(schema["required"]) == set(schema["properties"]) == {*GOOD, "confidence"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["next_run_in"] == {"type": "integer", "minimum": 1, "maximum": 300}
 
@@ -171,3 +171,22 @@ def test_messages_keep_history_order_between_system_and_the_new_frame() -> None:
         "type": "image_url",
         "image_url": {"url": "data:image/jpeg;base64,BBBB"},
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.42, 0.42), (1, 1.0), (0, 0.0), (85, 0.85), ("0.3", 0.3), (-1, 0.0), (1e9, 1.0),
+     (None, None), (True, None), ("sure", None), (float("nan"), None)],
+)  # fmt: skip
+def test_confidence_is_read_as_a_share_and_absent_is_none(
+    value: object, expected: float | None
+) -> None:
+    body = json.dumps({**GOOD, "confidence": value})  # NaN goes out as the bare word NaN
+    assert parse_verdict(body).confidence == expected
+
+
+def test_the_confidence_is_kept_in_the_history_and_the_prompt_asks_for_it() -> None:
+    v = Verdict(True, 5, "A shadow?", "Someone at the door.", confidence=0.4)
+    assert json.loads(v.to_json())["confidence"] == 0.4
+    assert "confidence" not in json.loads(Verdict(False, 5, "", "").to_json())
+    assert "confidence: how sure" in system_prompt("a person at the door", [], [])
