@@ -43,7 +43,15 @@ from service.store.events import EventStore
 from tests.frigate_replay import tracked_object
 
 CACHE = Path("/tmp/lookout-bench")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+EVENT_COLUMNS = (
+    "id, camera, label, sub_label, sub_label_score, zones, start_time, end_time, top_score, "
+    "has_clip, has_snapshot, description, plate, face, updated_at"
+)
+REVIEW_COLUMNS = (
+    "id, camera, start_time, end_time, severity, objects, sub_labels, zones, audio, "
+    "detections, title, summary, short_summary, threat_level, updated_at"
+)
 NOW = 1_767_225_600.0  # the end of the synthetic year
 YEAR = 365 * 86_400.0
 CAMERAS = [f"cam_{i}" for i in range(10)]
@@ -171,9 +179,13 @@ def _bulk_load(partial: Path, count: int) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
     marks15 = ",".join("?" * 15)
-    db.executemany(f"INSERT INTO events VALUES ({marks15})", events)  # noqa: S608 - constant
+    # Columns named: later schema versions add columns after these.
+    db.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({marks15})", events)  # noqa: S608 - constant
     db.executemany("INSERT INTO event_zones VALUES (?, ?, ?)", zones)
-    db.executemany(f"INSERT INTO reviews VALUES ({marks15})", _reviews(count // 10))  # noqa: S608
+    db.executemany(
+        f"INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ({marks15})",  # noqa: S608 - constant
+        _reviews(count // 10),
+    )
     db.commit()
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()

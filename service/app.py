@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__
 from service.chat import ChatCancelRequest, ChatRequest, ChatService
 from service.frames import FrameStore
-from service.frigate import FrigateMirror
+from service.frigate import FrigateMirror, Upkeep
 from service.homeassistant import HomeAssistantBridge
 from service.llm import Providers
 from service.mqtt import (
@@ -163,13 +163,17 @@ def _message_routes(
     def frame_handler(message: Message) -> None:
         captures = topics.frame.match(message.topic)
         if captures is not None:
-            frames.put(captures["camera"], message.payload)
+            frames.put(captures["camera"], message.payload, retained=message.retain)
 
     def snapshot_handler(message: Message) -> None:
         captures = topics.frigate_snapshot.match(message.topic)
         if captures is not None:
             frames.put(
-                captures["camera"], message.payload, source="snapshot", label=captures["label"]
+                captures["camera"],
+                message.payload,
+                source="snapshot",
+                label=captures["label"],
+                retained=message.retain,
             )
 
     routes = [
@@ -239,6 +243,9 @@ def _register_health(runtime: Runtime) -> None:
             "available": runtime.frigate.available(),
             "cameras": [c.id for c in runtime.frigate.cameras()],
             "messages": runtime.frigate.stats(),
+            "history_import": (
+                runtime.frigate.importer.status.to_dict() if runtime.frigate.importer else None
+            ),
         },
     )
     h.register("store", runtime.events.stats)
@@ -283,6 +290,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         side_tasks = [
             tg.create_task(_announce_ready(runtime), name="announce-ready"),
             tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
+            tg.create_task(_frigate_upkeep(runtime), name="frigate-upkeep"),
             tg.create_task(_housekeeping(runtime), name="housekeeping"),
             tg.create_task(_warm_llm_import(runtime), name="warm-openai"),
             # A side task, so it stops while the bus can still carry its last publish.
@@ -351,6 +359,21 @@ async def _warm_llm_import(runtime: Runtime) -> None:
         return
     await runtime.bus.wait_connected()
     await asyncio.to_thread(importlib.import_module, "openai")
+
+
+async def _frigate_upkeep(runtime: Runtime) -> None:
+    """Ends what Frigate left open, imports its history, asks for its camera states."""
+
+    async def publish(topic: str, payload: bytes) -> None:
+        await runtime.bus.publish(topic, payload, qos=1)
+
+    upkeep = Upkeep(
+        runtime.frigate,
+        runtime.events,
+        retention_days=runtime.settings.store.retention_days,
+        publish=publish,
+    )
+    await upkeep.run(runtime.bus.next_connection)
 
 
 async def _import_frigate_config(runtime: Runtime) -> None:

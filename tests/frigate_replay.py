@@ -98,7 +98,12 @@ def tracked_object(
     end: float | None = None,
     plate: str | None = None,
 ) -> dict[str, Any]:
-    """A tracked object with the fields ``TrackedObject.to_dict`` sends (Frigate 0.16+)."""
+    """A tracked object with the fields ``TrackedObject.to_dict`` sends (Frigate 0.17/0.18).
+
+    As Frigate's code has it, not its docs: ``recognized_license_plate`` is
+    ``[plate, score]`` (no separate score key), there is no ``thumbnail`` key, and
+    ``snapshot`` carries eleven keys.
+    """
     box = [412, 310, 540, 705]
     return {
         "id": oid,
@@ -111,6 +116,11 @@ def tracked_object(
             "region": [300, 250, 700, 650],
             "score": score,
             "attributes": [],
+            "current_estimated_speed": 0,
+            "velocity_angle": 0,
+            "path_data": [[[0.52, 0.71], frame]],
+            "recognized_license_plate": plate,
+            "recognized_license_plate_score": 0.93 if plate else None,
         },
         "snapshot_clean": True,
         "label": label,
@@ -141,9 +151,7 @@ def tracked_object(
         "average_estimated_speed": 0,
         "velocity_angle": 0,
         "path_data": [[[0.52, 0.71], frame]],
-        "recognized_license_plate": plate,
-        "recognized_license_plate_score": 0.93 if plate else None,
-        "thumbnail": None,
+        "recognized_license_plate": [plate, 0.93] if plate else None,
     }
 
 

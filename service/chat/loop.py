@@ -252,7 +252,8 @@ class ChatLoop:
                     "content": [
                         {
                             "type": "text",
-                            "text": f"The live image from camera {camera!r} just now.",
+                            "text": outcome.image_caption
+                            or f"The live image from camera {camera!r} just now.",
                         },
                         {"type": "image_url", "image_url": {"url": outcome.image_url}},
                     ],

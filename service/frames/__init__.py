@@ -19,11 +19,14 @@ from service.frames.change import (
 from service.frames.grab import run_grab
 from service.frames.jpeg import FrameError, fetch_latest_jpeg
 from service.frames.latest import Frame, FrameStore
+from service.frames.pick import FramePicker, Picked
 
 __all__ = [
     "Frame",
     "FrameError",
+    "FramePicker",
     "FrameStore",
+    "Picked",
     "SceneChange",
     "Thumbnail",
     "Thumbnails",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from service.settings import NAME_RE
 
@@ -194,6 +194,17 @@ def frigate_reference_prepare(jpeg: bytes) -> str:
     return to_data_url(_encode(img, QUALITY))
 
 
+class LatestJpeg(NamedTuple):
+    """Frigate's ``latest.jpg`` answer: the JPEG, and whether Frigate says the camera is off.
+
+    With no recent frame from a camera, Frigate serves its last preview frame and sets
+    ``X-Frigate-Offline: true``: the picture is not what the camera sees now.
+    """
+
+    jpeg: bytes
+    offline: bool
+
+
 async def fetch_latest_jpeg(
     base_url: str,
     camera: str,
@@ -203,6 +214,22 @@ async def fetch_latest_jpeg(
     max_bytes: int = 8 * 1024 * 1024,
     client: httpx2.AsyncClient | None = None,
 ) -> bytes:
+    """The JPEG of :func:`fetch_latest` (same arguments, same errors)."""
+    latest = await fetch_latest(
+        base_url, camera, timeout, height=height, max_bytes=max_bytes, client=client
+    )
+    return latest.jpeg
+
+
+async def fetch_latest(
+    base_url: str,
+    camera: str,
+    timeout: float,
+    *,
+    height: int = MAX_HEIGHT,
+    max_bytes: int = 8 * 1024 * 1024,
+    client: httpx2.AsyncClient | None = None,
+) -> LatestJpeg:
     """Fetch ``GET <base_url>/api/<camera>/latest.jpg?height=<height>`` from Frigate.
 
     Args:
@@ -240,12 +267,13 @@ async def fetch_latest_jpeg(
 
 async def _read_jpeg(
     http: httpx2.AsyncClient, url: str, camera: str, height: int, max_bytes: int
-) -> bytes:
+) -> LatestJpeg:
     async with http.stream("GET", url, params={"height": height}) as resp:
         if resp.status_code == 404:
             raise FrameError("unknown_camera", f"Frigate does not know camera {camera!r}")
         if resp.status_code != 200:
             raise FrameError("http_status", f"Frigate answered {resp.status_code} for {camera}")
+        offline = resp.headers.get("x-frigate-offline", "").strip().lower() == "true"
         body = bytearray()
         async for chunk in resp.aiter_bytes():
             body += chunk
@@ -253,4 +281,4 @@ async def _read_jpeg(
                 raise FrameError("too_large", f"{camera}'s frame is over {max_bytes} bytes")
     if not body.startswith(SOI):
         raise FrameError("not_jpeg", f"Frigate's answer for {camera} is not a JPEG")
-    return bytes(body)
+    return LatestJpeg(bytes(body), offline)

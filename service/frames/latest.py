@@ -83,6 +83,9 @@ class Frame:
             API) or ``snapshot`` (Frigate's retained, cropped 270 px object image).
         seq: Increases with every accepted frame of a store; unique per store.
         label: The object label of a snapshot, else ``None``.
+        retained: It came as a retained MQTT message (delivered because lookout
+            subscribed): when it was taken is unknown, possibly days ago.
+        offline: Frigate marked it as a preview of a camera that is offline.
     """
 
     camera: str
@@ -91,6 +94,23 @@ class Frame:
     source: FrameSource
     seq: int
     label: str | None = None
+    retained: bool = False
+    offline: bool = False
+
+    def age(self, now: float) -> float:
+        """Seconds since it was taken, as far as lookout can tell: infinite when unknown.
+
+        A retained message may be days old whenever it arrives, and Frigate's preview of
+        an offline camera is old by definition, so neither is ever fresh.
+        """
+        if self.retained or self.offline:
+            return float("inf")
+        return max(0.0, now - self.received_at)
+
+    @property
+    def is_crop(self) -> bool:
+        """A Frigate snapshot: a crop around one object, not the whole scene."""
+        return self.source == "snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,16 +231,17 @@ class _RateLimiter:
 class FrameStore:
     """The latest frame of every camera; a live frame and a snapshot are kept apart.
 
-    ``latest`` prefers the live frame: a snapshot is a small crop of one object, not the
-    scene. The snapshot is returned only when there is no live frame, or when the live
-    frame is stale (older than ``live_stale_after`` seconds) and the snapshot is newer.
+    ``latest`` prefers the scene: a frame from lookout's frame topic or Frigate's
+    ``latest.jpg``, however old, over a snapshot, which is a small crop around one object.
+    The snapshot is returned only when there is no scene frame at all (see
+    :class:`~service.frames.pick.FramePicker` for the whole order a model's frame is
+    chosen in, fetching included).
 
     Not thread-safe: call every method from the event loop that owns the store.
 
     Args:
         max_bytes: Larger frames are rejected.
         clock: Wall-clock unix seconds, injectable for tests.
-        live_stale_after: See above.
         max_cameras: New camera names beyond this are rejected (bounds memory).
         warn_interval: At most one rejection warning per camera and reason per interval.
         preparer: The pipeline used by :meth:`prepare_for_model`.
@@ -231,7 +252,6 @@ class FrameStore:
         max_bytes: int = 8 * 1024 * 1024,
         *,
         clock: Callable[[], float] = time.time,
-        live_stale_after: float = 60.0,
         max_cameras: int = 256,
         warn_interval: float = 60.0,
         preparer: FramePreparer | None = None,
@@ -239,7 +259,6 @@ class FrameStore:
         self.max_bytes = max_bytes
         self.preparer = preparer or FramePreparer()
         self._clock = clock
-        self._stale_after = live_stale_after
         self._max_cameras = max_cameras
         self._seq = 0
         self._live: dict[str, Frame] = {}
@@ -256,6 +275,8 @@ class FrameStore:
         *,
         source: FrameSource = "live",
         label: str | None = None,
+        retained: bool = False,
+        offline: bool = False,
     ) -> Frame | None:
         """Store a frame as the camera's latest; O(1), never decodes, never raises.
 
@@ -273,7 +294,9 @@ class FrameStore:
             self._reject(camera, reason, size)
             return None
         self._seq += 1
-        frame = Frame(camera, cast("bytes", jpeg), self._clock(), source, self._seq, label)
+        frame = Frame(
+            camera, cast("bytes", jpeg), self._clock(), source, self._seq, label, retained, offline
+        )
         slots = self._snapshots if source == "snapshot" else self._live
         old = slots.get(camera)
         slots[camera] = frame
@@ -323,11 +346,19 @@ class FrameStore:
         return sorted(self._live.keys() | self._snapshots.keys())
 
     def age(self, camera: str, now: float | None = None) -> float | None:
-        """Seconds since :meth:`latest`'s frame arrived, or ``None`` without one."""
+        """:meth:`Frame.age` of :meth:`latest`'s frame (infinite: unknown), ``None`` without one."""
         frame = self._pick(camera, allow_snapshot=True)
         if frame is None:
             return None
-        return (self._clock() if now is None else now) - frame.received_at
+        return frame.age(self._clock() if now is None else now)
+
+    def snapshot(self, camera: str) -> Frame | None:
+        """The camera's latest Frigate snapshot (a crop), if any."""
+        return self._snapshots.get(camera)
+
+    def scene(self, camera: str) -> Frame | None:
+        """The camera's latest whole-scene frame (frame topic or Frigate's API), if any."""
+        return self._live.get(camera)
 
     def stats(self) -> dict[str, int]:
         """Counters of the store and its preparer.
@@ -379,13 +410,9 @@ class FrameStore:
 
     def _pick(self, camera: str, allow_snapshot: bool) -> Frame | None:
         live = self._live.get(camera)
-        snap = self._snapshots.get(camera) if allow_snapshot else None
-        if snap is None:
+        if live is not None or not allow_snapshot:
             return live
-        if live is None:
-            return snap
-        stale = self._clock() - live.received_at > self._stale_after
-        return snap if stale and snap.received_at > live.received_at else live
+        return self._snapshots.get(camera)
 
     def _newer(self, camera: str, after_seq: int, allow_snapshot: bool) -> Frame | None:
         frame = self._pick(camera, allow_snapshot)

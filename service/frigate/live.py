@@ -11,7 +11,13 @@ import dataclasses
 from collections.abc import Callable
 
 from service.frigate.model import Detection, LiveObject
-from service.frigate.payloads import EventMessage, FrigateObject, LprUpdate, UpdateHead
+from service.frigate.payloads import (
+    EventMessage,
+    FaceUpdate,
+    FrigateObject,
+    LprUpdate,
+    UpdateHead,
+)
 from service.frigate.updates import update_name
 
 MAX_LIVE_PER_CAMERA = 1_000
@@ -41,15 +47,16 @@ class LiveTracker:
         prior_zones = set(before.current_zones) if before is not None else set()
         new_zones = tuple(z for z in obj.current_zones if z not in prior_zones)
         ended = message.type == "end" or obj.end_time is not None
+        current = _live_object(obj, previous, now)
         if ended:
             objects.pop(obj.id, None)
         elif previous is not None or len(objects) < MAX_LIVE_PER_CAMERA:
-            objects[obj.id] = _live_object(obj, previous, now)
+            objects[obj.id] = current
         return Detection(
             camera=obj.camera,
             object_id=obj.id,
             label=obj.label,
-            sub_label=obj.sub_label.name if obj.sub_label else None,
+            sub_label=current.sub_label,
             zones=obj.current_zones,
             new_zones=new_zones,
             stationary=obj.stationary,
@@ -61,11 +68,10 @@ class LiveTracker:
         )
 
     def annotate(self, update: UpdateHead) -> None:
-        """Give a live object the name or plate that a face/LPR/classifier update found."""
+        """Apply a face guess, or the name or plate a plate reader or classifier found."""
         name, score = update_name(update)
         plate = update.plate if isinstance(update, LprUpdate) else None
-        if name is None and plate is None:
-            return
+        face = update if isinstance(update, FaceUpdate) else None
         for objects in self._live.values():
             live = objects.get(update.id)
             if live is None:
@@ -74,6 +80,9 @@ class LiveTracker:
                 live = dataclasses.replace(live, sub_label=name, sub_label_score=score)
             if plate is not None:
                 live = dataclasses.replace(live, plate=plate)
+            if face is not None and face.name is not None:
+                # An attempt without a guess (a tie, too few faces) keeps the last one.
+                live = dataclasses.replace(live, face=face.name, face_score=face.score)
             objects[update.id] = live
             return
 
@@ -108,21 +117,18 @@ class LiveTracker:
 
 
 def _live_object(obj: FrigateObject, previous: LiveObject | None, now: float) -> LiveObject:
-    # Frigate's sub label wins; a name from an earlier face/plate update fills an empty one.
-    sub_label: str | None
-    sub_score: float | None
+    # Frigate's sub label wins; `null` says nothing (a plate owner or classifier's name
+    # from an update stays), `[null, null]` clears it.
+    sub_label: str | None = previous.sub_label if previous else None
+    sub_score: float | None = previous.sub_label_score if previous else None
     if obj.sub_label is not None:
         sub_label, sub_score = obj.sub_label.name, obj.sub_label.score
-    elif previous is not None:
-        sub_label, sub_score = previous.sub_label, previous.sub_label_score
-    else:
-        sub_label, sub_score = None, None
     return LiveObject(
         id=obj.id,
         camera=obj.camera,
         label=obj.label,
         sub_label=sub_label,
-        sub_label_score=sub_score,
+        sub_label_score=sub_score if sub_label else None,
         current_zones=obj.current_zones,
         entered_zones=obj.entered_zones,
         stationary=obj.stationary,
@@ -130,6 +136,8 @@ def _live_object(obj: FrigateObject, previous: LiveObject | None, now: float) ->
         top_score=obj.top_score,
         frame_time=obj.frame_time,
         start_time=obj.start_time,
-        plate=obj.recognized_license_plate or (previous.plate if previous else None),
+        plate=obj.plate or (previous.plate if previous else None),
+        face=previous.face if previous else None,
+        face_score=previous.face_score if previous else None,
         received_at=now,
     )

@@ -56,9 +56,11 @@ class CameraInfo:
 class LiveObject:
     """An object Frigate is tracking right now (from the latest ``frigate/events`` ``after``).
 
-    ``sub_label`` is the name only (Frigate's ``[name, score]`` split), filled from a
-    face or plate-owner update when Frigate's own is empty. ``received_at`` is lookout's
-    wall time of the last message about it (used for expiry).
+    ``sub_label`` is the name Frigate gave it (its ``[name, score]`` split), filled
+    from a plate-owner or classifier update when Frigate's own is empty. ``face`` and
+    ``face_score`` are face recognition's current guess, which is not a name until
+    Frigate makes it the sub label. ``received_at`` is lookout's wall time of the last
+    message about it (used for expiry).
     """
 
     id: str
@@ -74,6 +76,8 @@ class LiveObject:
     frame_time: float | None
     start_time: float
     plate: str | None = None
+    face: str | None = None
+    face_score: float | None = None
     received_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +96,24 @@ class LiveObject:
             "frame_time": self.frame_time,
             "start_time": self.start_time,
             "plate": self.plate,
+            "face": self.face,
+            "face_score": self.face_score,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """A change of Frigate's ``available`` topic, as the mirror saw it.
+
+    Attributes:
+        previous: The value before (``None``: the first value lookout heard).
+        current: ``online``, ``offline`` (Frigate's last will) or ``stopped``.
+        at: lookout's wall time of the message.
+    """
+
+    previous: str | None
+    current: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ def event_patch(obj: FrigateObject, now: float) -> EventPatch:
     """The history row a ``frigate/events`` ``after`` object describes."""
     zones = dict.fromkeys(obj.entered_zones)
     zones.update(dict.fromkeys(obj.current_zones))
+    sub = obj.sub_label
     return EventPatch(
         id=obj.id,
         start_time=obj.start_time,
@@ -25,20 +26,27 @@ def event_patch(obj: FrigateObject, now: float) -> EventPatch:
         full=True,
         camera=obj.camera,
         label=obj.label,
-        sub_label=obj.sub_label.name if obj.sub_label else None,
-        sub_label_score=obj.sub_label.score if obj.sub_label else None,
+        sub_label=sub.name if sub else None,
+        sub_label_score=sub.score if sub and sub.name else None,
+        sub_label_cleared=sub is not None and sub.name is None,
         zones=tuple(zones),
         end_time=obj.end_time,
         top_score=obj.top_score,
         has_clip=obj.has_clip,
         has_snapshot=obj.has_snapshot,
-        plate=obj.recognized_license_plate,
+        plate=obj.plate,
     )
 
 
 def update_name(update: UpdateHead) -> tuple[str | None, float | None]:
-    """The name a face, known plate or classifier gives the object (fills an empty sub label)."""
-    if isinstance(update, FaceUpdate | LprUpdate):
+    """The name an update gives the object, as Frigate itself would.
+
+    A known plate's owner and a sub-label classifier's class are names: Frigate sets
+    the object's sub label to them in the same step. A face update is not: it is sent on
+    every recognition attempt whatever its score, and Frigate names the person only once
+    the score reaches its threshold (that name then comes in ``frigate/events``).
+    """
+    if isinstance(update, LprUpdate):
         return update.name, update.score
     if isinstance(update, ClassificationUpdate):
         return update.sub_label, update.score
@@ -68,8 +76,8 @@ def update_patch(update: UpdateHead, start_time: float, now: float) -> EventPatc
     )
     if isinstance(update, DescriptionUpdate):
         patch.description = update.description
-    elif isinstance(update, FaceUpdate):
-        patch.face = update.name
+    elif isinstance(update, FaceUpdate) and update.name is not None:
+        patch.face, patch.face_score = update.name, update.score
     elif isinstance(update, LprUpdate):
         patch.plate = update.plate
     if patch.description is None and patch.face is None and patch.plate is None and name is None:
@@ -92,6 +100,7 @@ def review_patch(review: Review, now: float) -> ReviewPatch:
         zones=review.data.zones,
         audio=review.data.audio,
         detections=review.data.detections,
+        detections_dropped=review.data.detections_dropped,
         title=meta.title if meta else None,
         summary=meta.scene if meta else None,
         short_summary=meta.shortSummary if meta else None,

@@ -115,6 +115,7 @@ class MqttBus:
         self._link_lost: asyncio.Future[None] | None = None
         """Resolved when the current connection ends (see :meth:`publish`)."""
         self._generation = 0
+        self._new_connection = asyncio.Event()
         self._retained: dict[str, bytes] = {}
         self.state = BusState()
 
@@ -171,6 +172,9 @@ class MqttBus:
         self._client = client
         self.state.connected = True
         self._connected.set()
+        # Wake whoever waits for the next connection, and re-arm for the one after.
+        self._new_connection.set()
+        self._new_connection = asyncio.Event()
         log.info(
             "mqtt_connected",
             host=self._settings.host,
@@ -249,6 +253,16 @@ class MqttBus:
         return self._inbox.qsize()
 
     # -- outbound --------------------------------------------------------------------
+
+    async def next_connection(self, seen: int) -> int:
+        """Wait for a connection newer than the ``seen``-th one; return its number.
+
+        Pass 0 for the first. Connections are counted from 1; one that came and went
+        while nobody waited is not missed: the caller gets the newest.
+        """
+        while self._generation <= seen:
+            await self._new_connection.wait()
+        return self._generation
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the bus is connected.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from service.settings import NAME_RE, RESERVED_USERS
+from service.settings import NAME_RE, RESERVED_USERS, is_zone_name
 
 
 class RequestKind(StrEnum):
@@ -26,7 +26,12 @@ class RequestKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A topic template whose ``{name}`` parts each stand for exactly one level."""
+    """A topic template whose ``{name}`` parts each stand for exactly one level.
+
+    A capture must be a safe name (:data:`~service.settings.NAME_RE`), except a
+    ``{zone}`` capture, which takes any zone name Frigate allows
+    (:func:`~service.settings.is_zone_name`).
+    """
 
     template: str
     _levels: tuple[str, ...] = field(init=False, repr=False)
@@ -47,7 +52,7 @@ class Pattern:
         captures: dict[str, str] = {}
         for level, part in zip(self._levels, parts, strict=True):
             if _is_capture(level):
-                if not NAME_RE.fullmatch(part):
+                if not _capture_ok(level, part):
                     return None
                 captures[level[1:-1]] = part
             elif level != part:
@@ -60,7 +65,7 @@ class Pattern:
         for level in self._levels:
             if _is_capture(level):
                 value = values[level[1:-1]]
-                if not NAME_RE.fullmatch(value):
+                if not _capture_ok(level, value):
                     raise ValueError(f"{value!r} is not a valid topic level for {level}")
                 out.append(value)
             else:
@@ -70,6 +75,12 @@ class Pattern:
 
 def _is_capture(level: str) -> bool:
     return level.startswith("{") and level.endswith("}")
+
+
+def _capture_ok(level: str, value: str) -> bool:
+    if level == "{zone}":
+        return is_zone_name(value)
+    return NAME_RE.fullmatch(value) is not None
 
 
 class TopicMap:
@@ -96,6 +107,8 @@ class TopicMap:
         self.frigate_profile_state = f"{f}/profile/state"
         self.frigate_profile_set = f"{f}/profile/set"
         self.frigate_camera_monitoring = f"{f}/camera_monitoring"
+        self.frigate_camera_activity = f"{f}/camera_activity"
+        self.frigate_on_connect = f"{f}/onConnect"
         self.frigate_state = Pattern(f"{f}/{{camera}}/{{feature}}/state")
         self.frigate_set = Pattern(f"{f}/{{camera}}/{{feature}}/set")
         self.frigate_snapshot = Pattern(f"{f}/{{camera}}/{{label}}/snapshot")

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from service.settings.homeassistant import HomeAssistantSettings
 from service.settings.load import CONFIG_ENV, ENV_PREFIX, ConfigError, load_settings
-from service.settings.names import NAME_PATTERN, NAME_RE, RESERVED_USERS
+from service.settings.names import (
+    NAME_PATTERN,
+    NAME_RE,
+    RESERVED_USERS,
+    ZONE_NAME_MAX,
+    is_zone_name,
+)
 from service.settings.sections import (
     AuthSettings,
     CameraSettings,
@@ -33,6 +39,7 @@ __all__ = [
     "NAME_PATTERN",
     "NAME_RE",
     "RESERVED_USERS",
+    "ZONE_NAME_MAX",
     "AuthSettings",
     "CameraSettings",
     "ChatSettings",
@@ -48,5 +55,6 @@ __all__ = [
     "StoreSettings",
     "UserSettings",
     "WatchSettings",
+    "is_zone_name",
     "load_settings",
 ]

@@ -87,6 +87,16 @@ class FrigateSettings(_Section):
     """How long `set_camera_state` waits for Frigate's state topic to confirm a change."""
     camera_monitoring: bool = True
     """Mirror watch alerts onto `frigate/camera_monitoring` in Frigate's shape."""
+    import_history: bool = True
+    """With ``url`` set: import Frigate's events and reviews from its API at start (back
+    to ``store.retention_days``) and after every reconnect (the gap)."""
+    import_retry_s: float = Field(30.0, gt=0)
+    """First wait before retrying a failed import (it doubles, up to 15 minutes)."""
+    request_activity: bool = True
+    """Publish ``frigate/onConnect`` when Frigate or lookout (re)connects, so Frigate sends
+    the true runtime state of every camera (``frigate/camera_activity``)."""
+    latest_cache_s: float = Field(2.0, ge=0, le=60)
+    """A ``latest.jpg`` fetched from Frigate is reused for this long."""
 
     @field_validator("topic_prefix")
     @classmethod

@@ -16,16 +16,24 @@ from service.store.db import (
     dispose,
     metadata,
 )
+from service.store.ends import NOT_REPORTED, WENT_AWAY, Ended, HistoryBounds
 from service.store.events import EventStore
-from service.store.schema import EventPatch, ReviewPatch
+from service.store.schema import END_REASONS, EventPatch, EventRow, ReviewPatch, ReviewRow
 
 __all__ = [
+    "END_REASONS",
+    "NOT_REPORTED",
+    "WENT_AWAY",
     "Conversation",
     "ConversationStore",
+    "Ended",
     "EventPatch",
+    "EventRow",
     "EventStore",
     "GroupCommit",
+    "HistoryBounds",
     "ReviewPatch",
+    "ReviewRow",
     "begin_write",
     "create_engine",
     "create_tables",

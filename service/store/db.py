@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+log = structlog.get_logger(__name__)
 
 metadata = sa.MetaData()
 
@@ -142,10 +145,46 @@ async def dispose(engine: AsyncEngine) -> None:
     await engine.dispose()
 
 
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create every table declared on :data:`metadata` that does not exist yet."""
+SCHEMA_LOCK_KEY = 0x6C6F6F6B6F7574
+"""PostgreSQL advisory lock held while the schema is brought up to date ("lookout")."""
+
+
+async def create_tables(engine: AsyncEngine, tables: Sequence[sa.Table] | None = None) -> None:
+    """Bring the schema up to date: create missing tables, add missing columns.
+
+    An upgrade adds only nullable columns, which ``ALTER TABLE ... ADD COLUMN`` adds to
+    an existing table on SQLite and PostgreSQL alike, so a database written by an older
+    lookout keeps its rows. On PostgreSQL a transaction-scoped advisory lock makes
+    workers that start at once take turns instead of racing on the same DDL.
+
+    Args:
+        engine: The database.
+        tables: Only these tables (default: every table declared on :data:`metadata`).
+    """
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        if not is_sqlite(engine):
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        await conn.run_sync(_sync_schema, list(tables) if tables is not None else None)
+
+
+def _sync_schema(conn: sa.Connection, tables: list[sa.Table] | None) -> None:
+    metadata.create_all(conn, tables=tables)
+    inspector = sa.inspect(conn)
+    for table in tables if tables is not None else metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key:
+                raise RuntimeError(
+                    f"cannot add the required column {table.name}.{column.name} to an "
+                    "existing table"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            name = conn.dialect.identifier_preparer.quote(column.name)
+            table_name = conn.dialect.identifier_preparer.quote(table.name)
+            conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+            log.info("schema_column_added", table=table.name, column=column.name)
 
 
 @asynccontextmanager

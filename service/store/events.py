@@ -13,13 +13,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.store.db import is_sqlite, metadata
+from service.store.db import create_tables, is_sqlite
+from service.store.ends import (
+    WENT_AWAY,
+    Ended,
+    HistoryBounds,
+    end_open,
+    end_quiet_events,
+    end_quiet_reviews,
+    ended_counts,
+    history_bounds,
+)
 from service.store.schema import (
     TABLES,
     EventPatch,
@@ -32,6 +42,7 @@ from service.store.schema import (
     review_row,
     reviews_table,
 )
+from service.store.upkeep import Purged, purge
 from service.store.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
@@ -42,7 +53,6 @@ ZONE_PROBE = 2_000
 """Below this many matching zone rows, drive the search from the zone index (see ``search``)."""
 OPEN_REVIEW_HORIZON_S = 86_400.0
 """An open review that started this long before a window is taken as abandoned (Frigate died)."""
-PURGE_CHUNK = 5_000
 DAY_S = 86_400.0
 
 
@@ -51,13 +61,6 @@ def _as_list(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [values] if isinstance(values, str) else list(values)
-
-
-class Purged(NamedTuple):
-    """How many rows a retention pass removed."""
-
-    events: int
-    reviews: int
 
 
 class EventStore:
@@ -113,8 +116,8 @@ class EventStore:
 
     async def start(self) -> None:
         """Create the tables if missing, note the longest review, refresh SQLite's statistics."""
+        await create_tables(self._engine, TABLES)
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all, tables=list(TABLES))
             c = reviews_table.c
             longest = await conn.scalar(sa.select(sa.func.max(c.end_time - c.start_time)))
         self._review_span = max(self._review_span, float(longest or 0.0))
@@ -334,35 +337,40 @@ class EventStore:
 
     # -- retention ---------------------------------------------------------------
 
-    async def purge(self, older_than_days: float) -> Purged:
-        """Delete events and reviews that started more than ``older_than_days`` ago.
+    async def end_open(
+        self, *, at: float | None, reason: str = WENT_AWAY, cameras: Sequence[str] | None = None
+    ) -> Ended:
+        """End every open event and review (Frigate went away); see :mod:`service.store.ends`.
 
-        Deletes in chunks, each its own short transaction, so the batch writer is never
-        held off for long.
+        What was submitted before is written first, so an end is never overtaken by an
+        older message still in the buffer.
         """
-        cutoff = self._clock() - older_than_days * DAY_S
-        events = reviews = 0
-        while deleted := await self._purge_chunk(cutoff, events_table):
-            events += deleted
-        while deleted := await self._purge_chunk(cutoff, reviews_table):
-            reviews += deleted
-        if events or reviews:
-            log.info(
-                "history_purged", events=events, reviews=reviews, older_than_days=older_than_days
-            )
-        return Purged(events, reviews)
-
-    async def _purge_chunk(self, cutoff: float, table: sa.Table) -> int:
+        await self.flush()
         async with self._writer.lock, self._engine.begin() as conn:
-            query = sa.select(table.c.id).where(table.c.start_time < cutoff).limit(PURGE_CHUNK)
-            ids = list((await conn.execute(query)).scalars())
-            if not ids:
-                return 0
-            if table is events_table:
-                zones = event_zones_table.c
-                await conn.execute(sa.delete(event_zones_table).where(zones.event_id.in_(ids)))
-            await conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
-            return len(ids)
+            ended = await end_open(conn, at=at, reason=reason, cameras=cameras)
+        if ended.events or ended.reviews:
+            log.info("history_open_ended", reason=reason, at=at, **ended_counts(ended))
+        return ended
+
+    async def end_quiet(self, *, cutoff: float) -> Ended:
+        """End events and reviews Frigate has not mentioned since ``cutoff``."""
+        async with self._writer.lock, self._engine.begin() as conn:
+            ended = Ended(
+                await end_quiet_events(conn, cutoff=cutoff),
+                await end_quiet_reviews(conn, cutoff=cutoff),
+            )
+        if ended.events or ended.reviews:
+            log.info("history_quiet_ended", cutoff=cutoff, **ended_counts(ended))
+        return ended
+
+    async def bounds(self) -> HistoryBounds:
+        """Oldest and newest event starts and the oldest open event (for imports)."""
+        async with self._engine.connect() as conn:
+            return await history_bounds(conn)
+
+    async def purge(self, older_than_days: float) -> Purged:
+        """Delete events and reviews that started more than ``older_than_days`` ago."""
+        return await purge(self._engine, self._writer.lock, self._clock() - older_than_days * DAY_S)
 
     async def run_retention(self, retention_days: float, interval_s: float = DAY_S) -> None:
         """Purge now and then every ``interval_s`` until :meth:`close` (give the task a name)."""

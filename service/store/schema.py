@@ -43,6 +43,9 @@ events_table = sa.Table(
     sa.Column("plate", sa.String(128)),
     sa.Column("face", sa.String(128)),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Added after the first release (columns an upgrade adds to an existing table):
+    sa.Column("face_score", sa.Float),
+    sa.Column("end_reason", sa.String(32)),
 )
 sa.Index("ix_events_camera_start", events_table.c.camera, events_table.c.start_time)
 sa.Index("ix_events_label_start", events_table.c.label, events_table.c.start_time)
@@ -79,6 +82,8 @@ reviews_table = sa.Table(
     sa.Column("short_summary", sa.Text),
     sa.Column("threat_level", sa.Integer),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("end_reason", sa.String(32)),
+    sa.Column("detections_dropped", sa.Integer),
 )
 sa.Index("ix_reviews_start", reviews_table.c.start_time)
 # end_time has its own index so "overlapping the window" (end_time > after) is a range scan.
@@ -87,14 +92,24 @@ sa.Index("ix_reviews_camera_start", reviews_table.c.camera, reviews_table.c.star
 
 TABLES = (events_table, event_zones_table, reviews_table)
 
+END_REASONS = {
+    "frigate_went_away": "Frigate went offline or restarted while it was open and sent no end; "
+    "this is when Frigate went away",
+    "not_reported": "Frigate stopped reporting it without an end; this is the last time "
+    "lookout heard of it",
+}
+"""Why lookout, not Frigate, ended an event or review (``end_reason``), in words for answers."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
     """One tracked object from the history, as search returns it.
 
-    ``sub_label`` is the name only (Frigate's ``[name, score]`` split into two fields);
-    ``zones`` are the zones the object entered; ``face`` and ``plate`` come from face
-    recognition and LPR; ``description`` is the GenAI description.
+    ``sub_label`` is the name Frigate gave the object (its ``[name, score]`` split into
+    two fields); ``face`` is face recognition's best guess with ``face_score`` (a guess:
+    Frigate names the object only once the score reaches its threshold); ``plate`` comes
+    from LPR; ``zones`` are the zones the object entered; ``description`` is the GenAI
+    description; ``end_reason`` says why lookout ended it when Frigate sent no end.
     """
 
     id: str
@@ -112,6 +127,8 @@ class EventRow:
     plate: str | None
     face: str | None
     updated_at: float
+    face_score: float | None = None
+    end_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (zones as a list)."""
@@ -143,6 +160,8 @@ class ReviewRow:
     short_summary: str | None
     threat_level: int | None
     updated_at: float
+    end_reason: str | None = None
+    detections_dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists)."""
@@ -162,6 +181,7 @@ _EVENT_FIELDS = (
     "description",
     "plate",
     "face",
+    "face_score",
 )
 
 
@@ -169,10 +189,12 @@ _EVENT_FIELDS = (
 class EventPatch:
     """What one message says about one tracked object; ``None`` means "not said".
 
-    ``full`` marks data from ``frigate/events`` itself: its ``start_time`` and
-    ``sub_label`` are authoritative. A patch from a face or plate update is not full:
-    its ``sub_label`` only fills an empty one, and its ``start_time`` (taken from the
-    id) only counts if the row does not exist yet.
+    ``full`` marks data from ``frigate/events`` itself (or Frigate's own history API):
+    its ``start_time``, ``sub_label`` and end are authoritative, ``sub_label_cleared``
+    says Frigate removed the sub label, and an event lookout had ended on its own
+    (``end_reason``) is reopened or re-ended by it. A patch from a plate or classifier
+    update is not full: its ``sub_label`` only fills an empty one, and its
+    ``start_time`` (taken from the id) only counts if the row does not exist yet.
     """
 
     id: str
@@ -191,6 +213,8 @@ class EventPatch:
     description: str | None = None
     plate: str | None = None
     face: str | None = None
+    face_score: float | None = None
+    sub_label_cleared: bool = False
 
     def merge(self, newer: EventPatch) -> None:
         """Fold a later patch for the same id into this one."""
@@ -204,9 +228,12 @@ class EventPatch:
             merged = dict.fromkeys(self.zones or ())
             merged.update(dict.fromkeys(newer.zones))
             self.zones = tuple(merged)
-        if newer.sub_label is not None and (newer.full or self.sub_label is None):
+        if newer.full and newer.sub_label_cleared:
+            self.sub_label, self.sub_label_score, self.sub_label_cleared = None, None, True
+        elif newer.sub_label is not None and (newer.full or self.sub_label is None):
             self.sub_label = newer.sub_label
             self.sub_label_score = newer.sub_label_score
+            self.sub_label_cleared = False
         if newer.full:
             self.start_time = newer.start_time
         elif not self.full:
@@ -231,6 +258,8 @@ class EventPatch:
             "description": self.description,
             "plate": self.plate,
             "face": self.face,
+            "face_score": self.face_score,
+            "end_reason": None,
             "updated_at": self.updated_at,
         }
 
@@ -254,12 +283,13 @@ class ReviewPatch:
     summary: str | None = None
     short_summary: str | None = None
     threat_level: int | None = None
+    detections_dropped: int = 0
 
     def merge(self, newer: ReviewPatch) -> None:
         """Fold a later message for the same review into this one (later values win)."""
         for name in ("camera", "start_time", "severity", "objects", "sub_labels", "zones"):
             setattr(self, name, getattr(newer, name))
-        for name in ("audio", "detections", "updated_at"):
+        for name in ("audio", "detections", "detections_dropped", "updated_at"):
             setattr(self, name, getattr(newer, name))
         for name in ("end_time", "title", "summary", "short_summary", "threat_level"):
             value = getattr(newer, name)
@@ -284,6 +314,8 @@ class ReviewPatch:
             "short_summary": self.short_summary,
             "threat_level": self.threat_level,
             "updated_at": self.updated_at,
+            "end_reason": None,
+            "detections_dropped": self.detections_dropped,
         }
 
 
@@ -311,6 +343,8 @@ def event_row(mapping: Any) -> EventRow:
         plate=mapping["plate"],
         face=mapping["face"],
         updated_at=mapping["updated_at"],
+        face_score=mapping["face_score"],
+        end_reason=mapping["end_reason"],
     )
 
 
@@ -332,4 +366,6 @@ def review_row(mapping: Any) -> ReviewRow:
         short_summary=mapping["short_summary"],
         threat_level=mapping["threat_level"],
         updated_at=mapping["updated_at"],
+        end_reason=mapping["end_reason"],
+        detections_dropped=mapping["detections_dropped"] or 0,
     )

@@ -295,6 +295,16 @@ class BatchWriter:
                 rows = [p.params() for p in events if p.full is full]
                 if rows:
                     await conn.execute(self._event_upsert(full), rows)
+            cleared = [p.id for p in events if p.full and p.sub_label_cleared]
+            if cleared:
+                # Frigate removed the sub label: NULL is what the upsert reads as "not
+                # said", so the clear is its own statement, after the upsert.
+                c = events_table.c
+                await conn.execute(
+                    sa.update(events_table)
+                    .where(c.id.in_(cleared))
+                    .values(sub_label=None, sub_label_score=None)
+                )
             zones = [
                 {"event_id": p.id, "zone": zone, "start_time": p.start_time}
                 for p in events
@@ -313,8 +323,8 @@ class BatchWriter:
         stmt = self._insert(events_table)
         new, old = stmt.excluded, events_table.c
         keep = (
-            "camera", "label", "end_time", "top_score", "has_clip",
-            "has_snapshot", "description", "plate", "face",
+            "camera", "label", "top_score", "has_clip",
+            "has_snapshot", "description", "plate", "face", "face_score",
         )  # fmt: skip
         values: dict[str, Any] = {name: sa.func.coalesce(new[name], old[name]) for name in keep}
         values["updated_at"] = new.updated_at
@@ -330,14 +340,22 @@ class BatchWriter:
             else_=old.zones,
         )
         if full:
-            # Frigate's own message is authoritative for start time and sub label.
+            # Frigate's own message is authoritative for start time, sub label and end. An
+            # end lookout made up (end_reason set: Frigate went away, or went quiet) gives
+            # way to whatever Frigate says now, "still open" included.
+            values["end_time"] = sa.case(
+                (old.end_reason.is_not(None), new.end_time),
+                else_=sa.func.coalesce(new.end_time, old.end_time),
+            )
+            values["end_reason"] = sa.null()
             values["start_time"] = new.start_time
             values["sub_label"] = sa.func.coalesce(new.sub_label, old.sub_label)
             values["sub_label_score"] = sa.case(
                 (new.sub_label.is_not(None), new.sub_label_score), else_=old.sub_label_score
             )
         else:
-            # A face/plate name only fills an empty sub label.
+            values["end_time"] = sa.func.coalesce(new.end_time, old.end_time)
+            # A plate owner's or classifier's name only fills an empty sub label.
             values["sub_label"] = sa.func.coalesce(old.sub_label, new.sub_label)
             values["sub_label_score"] = sa.case(
                 (old.sub_label.is_(None), new.sub_label_score), else_=old.sub_label_score
@@ -357,9 +375,15 @@ class BatchWriter:
             name: new[name]
             for name in (
                 "camera", "start_time", "severity", "objects", "sub_labels", "zones",
-                "audio", "detections", "updated_at",
+                "audio", "detections", "detections_dropped", "updated_at",
             )
         }  # fmt: skip
-        for name in ("end_time", "title", "summary", "short_summary", "threat_level"):
+        for name in ("title", "summary", "short_summary", "threat_level"):
             values[name] = sa.func.coalesce(new[name], old[name])
+        # As for events: Frigate's word replaces an end lookout made up.
+        values["end_time"] = sa.case(
+            (old.end_reason.is_not(None), new.end_time),
+            else_=sa.func.coalesce(new.end_time, old.end_time),
+        )
+        values["end_reason"] = sa.null()
         return stmt.on_conflict_do_update(index_elements=[old.id], set_=values)

@@ -9,13 +9,13 @@ whether Frigate's retained state topic confirmed the change.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Literal
 
 import structlog
 from pydantic import Field
 
-from service.frames import FrameError, fetch_latest_jpeg
+from service.frames import FrameError
+from service.frigate import LiveObject
 from service.mqtt import ErrorCode
 from service.tools.deps import ToolDeps, resolve_visible_camera, visible_cameras
 from service.tools.registry import Tool, ToolArgs, ToolContext, ToolError, ToolResult
@@ -37,10 +37,11 @@ NOT_OVER_MQTT = {
     "change it in Frigate's UI or config",
 }
 BIRDSEYE_MODES = ("CONTINUOUS", "MOTION", "OBJECTS")
-NUMERIC = {"motion_threshold": (1, 255), "motion_contour_area": (1, 10_000)}
+NUMERIC = {"motion_threshold": (1, 255), "motion_contour_area": (0, 10_000_000)}
+"""Frigate's config takes 1-255 for the threshold and puts no bound on the contour area
+(a pixel count; 0 lets every contour count, and no frame has more than 4K's 8.3 M)."""
 _ON = {"on", "true", "yes", "enable", "enabled", "1"}
 _OFF = {"off", "false", "no", "disable", "disabled", "0"}
-STALE_FRAME_S = 60.0
 
 
 def normalise_value(feature: str, value: str) -> str:
@@ -109,17 +110,36 @@ async def set_camera_state(args: SetCameraStateArgs, ctx: ToolContext) -> ToolRe
     outcome = dict(zip(cameras, results, strict=True))
     data: dict[str, Any] = {"feature": args.feature, "value": value, "cameras": outcome}
     if "unconfirmed" in outcome.values():
-        data["note"] = (
-            f"Frigate did not confirm within {timeout:g} s: it may be offline, or refused the "
-            "change (for example the feature is not enabled in its config, or motion cannot be "
-            "turned off while detect is on)."
-        )
+        data["note"] = unconfirmed_note(deps, timeout)
     return ToolResult(data)
 
 
+def unconfirmed_note(deps: ToolDeps, timeout: float) -> str:
+    """Why Frigate did not confirm a command, as far as lookout can tell."""
+    available = deps.frigate.available()
+    if available in ("offline", "stopped"):
+        return (
+            f"Frigate is {available} (its frigate/available topic says so): the command was "
+            "sent, but nothing confirmed it; check once Frigate is back."
+        )
+    if available is None:
+        return (
+            "lookout has not heard whether Frigate is online (frigate/available), and Frigate "
+            f"did not answer within {timeout:g} s."
+        )
+    return (
+        f"Frigate did not confirm within {timeout:g} s: it refuses some changes without a word "
+        "(for example turning on a feature that is not enabled in its config, or turning "
+        "motion off while detect is on)."
+    )
+
+
 async def _set_one(deps: ToolDeps, camera: str, feature: str, value: str, timeout: float) -> str:
+    # Only Frigate's own answer to this command counts: a state message that arrives
+    # after it, live and while Frigate is online, not the value lookout already holds.
     waiter = asyncio.create_task(
-        deps.frigate.wait_state(camera, feature, value, timeout), name=f"confirm:{camera}:{feature}"
+        deps.frigate.wait_state(camera, feature, value, timeout, fresh_only=True),
+        name=f"confirm:{camera}:{feature}",
     )
     # Yield once so the waiter is registered before the command goes out.
     await asyncio.sleep(0)
@@ -141,11 +161,20 @@ async def _set_profile(args: SetCameraStateArgs, deps: ToolDeps, timeout: float)
     def matches(state: str) -> bool:
         return state.strip().lower() == wanted.lower()
 
-    await deps.publisher.publish(deps.topics.frigate_profile_set, wanted.encode(), qos=1)
-    seen = await deps.frigate.wait_profile(matches, timeout)
-    return ToolResult(
-        {"feature": "profile", "value": wanted, "status": "confirmed" if seen else "unconfirmed"}
+    waiter = asyncio.create_task(
+        deps.frigate.wait_profile(matches, timeout, fresh_only=True), name="confirm:profile"
     )
+    await asyncio.sleep(0)
+    await deps.publisher.publish(deps.topics.frigate_profile_set, wanted.encode(), qos=1)
+    seen = await waiter
+    data: dict[str, Any] = {
+        "feature": "profile",
+        "value": wanted,
+        "status": "confirmed" if seen else "unconfirmed",
+    }
+    if not seen:
+        data["note"] = unconfirmed_note(deps, timeout)
+    return ToolResult(data)
 
 
 class LiveContextArgs(ToolArgs):
@@ -155,7 +184,7 @@ class LiveContextArgs(ToolArgs):
 
 
 async def get_live_context(args: LiveContextArgs, ctx: ToolContext) -> ToolResult:
-    """What one camera tracks right now, and its live frame for a vision model."""
+    """What one camera tracks right now, its settings, and its live frame for a vision model."""
     deps: ToolDeps = ctx.deps
     if args.camera.strip().lower() in ("*", "all", ""):
         raise ToolError(
@@ -164,62 +193,103 @@ async def get_live_context(args: LiveContextArgs, ctx: ToolContext) -> ToolResul
         )
     camera = resolve_visible_camera(deps, ctx.access, args.camera)
     info = deps.frigate.camera(camera)
-    objects = [
-        {
-            "label": o.label,
-            **({"sub_label": o.sub_label} if o.sub_label else {}),
-            "zones": list(o.current_zones),
-            "stationary": o.stationary,
-            "since_local": local_text(o.start_time, deps.tz),
-        }
-        for o in deps.frigate.live_objects(camera)
-    ]
     data: dict[str, Any] = {
         "camera": camera,
         "name": info.friendly_name if info else camera,
-        "objects": objects,
+        "objects": [live_object(o, deps) for o in deps.frigate.live_objects(camera)],
     }
+    if info is not None and info.states:
+        data["settings"] = dict(sorted(info.states.items()))
     if deps.frigate.available() in ("offline", "stopped"):
         data["frigate"] = "Frigate is offline: the objects above may be out of date"
-    image_url = await _frame(deps, camera, data) if deps.providers.vision is not None else None
     if deps.providers.vision is None:
         data["image"] = "not available: no vision model is configured"
-    return ToolResult(data, image_url=image_url, image_camera=camera)
-
-
-async def _frame(deps: ToolDeps, camera: str, data: dict[str, Any]) -> str | None:
-    frame = deps.frames.latest(camera)
-    url = deps.settings.frigate.url
-    if (frame is None or time.time() - frame.received_at > STALE_FRAME_S) and url:
-        try:
-            jpeg = await fetch_latest_jpeg(url, camera, deps.settings.frigate.api_timeout_s)
-            frame = deps.frames.put(camera, jpeg, source="http") or frame
-        except FrameError as exc:
-            data["frame_fetch"] = f"Frigate's latest.jpg failed: {exc}"
-    if frame is None:
-        data["frame"] = "no frame has been received from this camera"
-        return None
-    age = time.time() - frame.received_at
-    data["frame"] = {"source": frame.source, "age_s": round(age, 1)}
-    if frame.source == "snapshot":
-        data["frame"]["note"] = "a cropped snapshot of the last object, not the whole scene"
-    if age > STALE_FRAME_S:
-        data["frame"]["note"] = "old frame: the camera has not sent a newer one"
+        return ToolResult(data)
+    picked, notes = await deps.frame_picker().pick(camera)
+    if picked is None:
+        data["frame"] = "; ".join(notes)
+        return ToolResult(data)
+    data["frame"] = picked.describe()
     try:
-        return await deps.frames.prepare_for_model(frame)
+        image_url = await deps.frames.prepare_for_model(picked.frame)
     except FrameError as exc:
         data["frame"] = f"the latest frame could not be decoded: {exc}"
-        return None
+        return ToolResult(data)
+    return ToolResult(
+        data, image_url=image_url, image_camera=camera, image_caption=picked.caption(camera)
+    )
+
+
+def live_object(o: LiveObject, deps: ToolDeps) -> dict[str, Any]:
+    """One tracked object as a tool shows it; a face guess is shown as a guess."""
+    out: dict[str, Any] = {"label": o.label}
+    if o.sub_label:
+        out["sub_label"] = o.sub_label
+    if o.face and o.face != o.sub_label:
+        out["face_guess"] = {
+            "name": o.face,
+            "score": None if o.face_score is None else round(o.face_score, 2),
+            "note": "face recognition's best guess, below Frigate's threshold to name them",
+        }
+    if o.plate:
+        out["plate"] = o.plate
+    out["zones"] = list(o.current_zones)
+    out["stationary"] = o.stationary
+    out["since_local"] = local_text(o.start_time, deps.tz)
+    return out
+
+
+class CameraStateArgs(ToolArgs):
+    """Arguments of `get_camera_state`."""
+
+    camera: str | None = Field(
+        None, description="Camera id or name; leave out (or '*') for every camera."
+    )
+
+
+async def get_camera_state(args: CameraStateArgs, ctx: ToolContext) -> ToolResult:
+    """Read the camera settings Frigate last reported, without changing anything."""
+    deps: ToolDeps = ctx.deps
+    name = (args.camera or "").strip()
+    if name in ("", "*", "all"):
+        cameras = visible_cameras(deps, ctx.access)
+    else:
+        cameras = [resolve_visible_camera(deps, ctx.access, name)]
+    out: dict[str, Any] = {}
+    for camera in cameras:
+        info = deps.frigate.camera(camera)
+        out[camera] = {
+            "name": info.friendly_name if info else camera,
+            "settings": dict(sorted(info.states.items())) if info else {},
+        }
+    data: dict[str, Any] = {
+        "cameras": out,
+        "frigate": deps.frigate.available() or "unknown",
+        "active_profile": deps.frigate.profile() or "none",
+    }
+    if deps.frigate.available() in ("offline", "stopped"):
+        data["note"] = "Frigate is offline: these are the last states it reported"
+    return ToolResult(data)
 
 
 TOOLS = [
     Tool(
         "get_live_context",
         "See one camera right now: the objects Frigate is tracking (with zones, whether they "
-        "are stationary, since when) and the live image. For 'is someone at the door', "
-        "'is the car in the driveway'. Call once per camera.",
+        "are stationary, since when, recognised names; a face_guess is only a guess), the "
+        "camera's settings and the live image. For 'is someone at the door', 'is the car in "
+        "the driveway'. Call once per camera.",
         LiveContextArgs,
         get_live_context,
+    ),
+    Tool(
+        "get_camera_state",
+        "Read camera settings as Frigate last reported them (detect, recordings, snapshots, "
+        "motion, audio, notifications, birdseye, review and description switches, motion "
+        "numbers) and the active profile, without changing anything. For 'is recording on "
+        "at the driveway'.",
+        CameraStateArgs,
+        get_camera_state,
     ),
     Tool(
         "set_camera_state",

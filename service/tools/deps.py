@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from service.frames import FrameStore
+from service.frames import FramePicker, FrameStore
 from service.frigate import FrigateMirror
 from service.llm import Providers
 from service.mqtt import ErrorCode, Publisher, TopicMap
@@ -31,6 +31,17 @@ class ToolDeps:
     tz: dt.tzinfo
     watches: Any | None = None
     """The watch engine, once it is wired in."""
+    picker: FramePicker | None = None
+    """Chooses a model's frame; built from the settings on first use when not given."""
+
+    def frame_picker(self) -> FramePicker:
+        """The frame picker (see :mod:`service.frames.pick`)."""
+        if self.picker is None:
+            f = self.settings.frigate
+            self.picker = FramePicker(
+                self.frames, f.url, timeout=f.api_timeout_s, cache_s=f.latest_cache_s
+            )
+        return self.picker
 
 
 def resolve_visible_camera(deps: ToolDeps, access: Access, name: str) -> str:

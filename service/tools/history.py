@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from service.store import END_REASONS, EventRow, ReviewRow
 from service.tools.deps import (
     ToolDeps,
     camera_filter,
@@ -62,24 +63,71 @@ async def search_objects(args: SearchObjectsArgs, ctx: ToolContext) -> ToolResul
         limit=limit,
     )
     events = [_event(row, deps) for row in rows]
-    return ToolResult(
-        {"count": len(events), "more_available": len(events) == limit, "objects": events}
-    )
+    data: dict[str, Any] = {
+        "count": len(events),
+        "more_available": len(events) == limit,
+        "objects": events,
+    }
+    notes = await history_notes(deps, after)
+    if notes:
+        data["notes"] = notes
+    return ToolResult(data)
 
 
-def _event(row: Any, deps: ToolDeps) -> dict[str, Any]:
+async def history_notes(deps: ToolDeps, after: float | None) -> list[str]:
+    """What an answer about the past should know about the history's own gaps."""
+    importer = deps.frigate.importer
+    if importer is not None:
+        status = importer.status
+        if status.state == "running":
+            since = local_text(status.window_from, deps.tz) if status.window_from else "?"
+            return [
+                f"lookout is still importing Frigate's history (from {since}; "
+                f"{status.events} events so far): older results may be missing"
+            ]
+        if status.state == "retrying":
+            return [
+                f"importing Frigate's history failed ({status.error}); lookout keeps trying, "
+                "and results from before it started may be missing"
+            ]
+        return []
+    bounds = await deps.events.bounds()
+    if bounds.earliest_start is not None and (after is None or after < bounds.earliest_start):
+        return [
+            "lookout's history starts "
+            f"{local_text(bounds.earliest_start, deps.tz)}, when it first heard from Frigate; "
+            "set frigate.url to import Frigate's older history"
+        ]
+    return []
+
+
+def _end(end_time: float | None, reason: str | None, deps: ToolDeps, open_text: str) -> Any:
+    if end_time is None:
+        return {"end_local": open_text}
+    out = {"end_local": local_text(end_time, deps.tz)}
+    if reason:
+        out["end_note"] = END_REASONS.get(reason, reason)
+    return out
+
+
+def _event(row: EventRow, deps: ToolDeps) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id,
         "camera": row.camera,
         "label": row.label,
         "start_local": local_text(row.start_time, deps.tz),
-        "end_local": local_text(row.end_time, deps.tz) if row.end_time else "still in view",
+        **_end(row.end_time, row.end_reason, deps, "still in view"),
         "zones": list(row.zones),
     }
-    for key in ("sub_label", "face", "plate", "description"):
+    for key in ("sub_label", "plate", "description"):
         value = getattr(row, key)
         if value:
             out[key] = value
+    if row.face and row.face != row.sub_label:
+        out["face_guess"] = {
+            "name": row.face,
+            "score": None if row.face_score is None else round(row.face_score, 2),
+        }
     if row.top_score is not None:
         out["score"] = round(row.top_score, 2)
     if row.has_clip:
@@ -137,15 +185,18 @@ async def get_recap(args: RecapArgs, ctx: ToolContext) -> ToolResult:
         )
     if not items:
         data["message"] = "Nothing was reviewed in this period."
+    notes = await history_notes(deps, after)
+    if notes:
+        data["notes"] = notes
     return ToolResult(data)
 
 
-def _review(row: Any, deps: ToolDeps) -> dict[str, Any]:
+def _review(row: ReviewRow, deps: ToolDeps) -> dict[str, Any]:
     out: dict[str, Any] = {
         "camera": row.camera,
         "severity": row.severity,
         "start_local": local_text(row.start_time, deps.tz),
-        "end_local": local_text(row.end_time, deps.tz) if row.end_time else "ongoing",
+        **_end(row.end_time, row.end_reason, deps, "ongoing"),
         "objects": list(row.objects),
     }
     for key in ("sub_labels", "zones", "audio"):

@@ -51,6 +51,8 @@ class ToolResult:
     data: Any
     image_url: str | None = None
     image_camera: str | None = None
+    image_caption: str | None = None
+    """What the image is, for the model (a crop? how old?)."""
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class ToolOutcome:
     ms: float
     image_url: str | None = None
     image_camera: str | None = None
+    image_caption: str | None = None
     error_code: ErrorCode | None = None
 
 
@@ -157,6 +160,7 @@ class ToolRegistry:
                 result = await tool.run(parsed, ctx)
             outcome = self._outcome(name, args_dict, result.data, True, started)
             outcome.image_url, outcome.image_camera = result.image_url, result.image_camera
+            outcome.image_caption = result.image_caption
         except ToolError as exc:
             data = {"error": exc.message, **exc.extra}
             outcome = self._outcome(name, args_dict, data, False, started, exc.code)

@@ -19,7 +19,7 @@ def build_registry(settings: Settings) -> ToolRegistry:
     """Every tool, in the order the model is offered them."""
     ordered: list[Tool] = [
         HISTORY_TOOLS[0],  # search_objects
-        *CAMERA_TOOLS,  # get_live_context, set_camera_state
+        *CAMERA_TOOLS,  # get_live_context, get_camera_state, set_camera_state
         *WATCH_TOOLS,  # start_camera_watch, stop_camera_watch
         *HISTORY_TOOLS[1:],  # get_recap, get_profile_status
     ]

@@ -202,15 +202,24 @@ def test_snapshot_is_the_fallback(store: FrameStore, clock: FakeClock) -> None:
     assert store.latest("nowhere") is None
 
 
-def test_stale_live_frame_yields_to_a_newer_snapshot(clock: FakeClock) -> None:
-    store = FrameStore(clock=clock, live_stale_after=60)
+def test_a_scene_frame_beats_a_newer_snapshot_however_old(clock: FakeClock) -> None:
+    # A snapshot is a 270 px crop around one object: the model must see the scene.
+    store = FrameStore(clock=clock)
     live = store.put("porch", jpeg_of())
-    clock.now += 30
+    clock.now += 600
     snap = store.put("porch", jpeg_of(), source="snapshot")
-    assert store.latest("porch") is live  # 30 s old: still fresh
-    clock.now += 31
-    assert store.latest("porch") is snap  # 61 s old and the snapshot is newer
-    assert store.latest("porch", allow_snapshot=False) is live
+    assert store.latest("porch") is live
+    assert store.snapshot("porch") is snap
+    assert store.scene("porch") is live
+
+
+def test_a_retained_frame_has_no_known_age(store: FrameStore, clock: FakeClock) -> None:
+    frame = store.put("porch", jpeg_of(), source="snapshot", retained=True)
+    assert frame is not None and frame.is_crop
+    assert frame.age(clock.now) == float("inf")
+    assert store.age("porch") == float("inf")
+    live = store.put("porch", jpeg_of())
+    assert live is not None and live.age(clock.now + 2) == 2
 
 
 def test_http_frames_are_live_scenes(store: FrameStore) -> None:

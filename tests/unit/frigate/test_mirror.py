@@ -172,14 +172,16 @@ async def test_replay_survives_any_prefix() -> None:
         ("Bob", ("Bob", None)),
         (None, None),
         ([], None),
-        ([None, 0.5], None),
+        ([None, 0.5], (None, None)),  # cleared through Frigate's API
+        ([None, None], (None, None)),
         ({"name": "x"}, None),
-        (["  ", 0.5], None),
+        (["  ", 0.5], (None, None)),
+        (["unknown", 0.4], None),  # never a name
         (["Eve", "high"], ("Eve", None)),
         (["Eve", float("nan")], ("Eve", None)),
     ],
 )
-def test_sub_label_shapes(raw: Any, expected: tuple[str, float | None] | None) -> None:
+def test_sub_label_shapes(raw: Any, expected: tuple[str | None, float | None] | None) -> None:
     assert parse_sub_label(raw) == expected
 
 
@@ -533,6 +535,7 @@ def test_subscriptions_and_snapshot_pattern() -> None:
         ("frigate/+/+/state", 1),
         ("frigate/+/zone/+/state", 1),
         ("frigate/+/motion", 1),
+        ("frigate/camera_activity", 1),
     ]
     assert mirror.snapshot_pattern.match("frigate/driveway/car/snapshot") == {
         "camera": "driveway",
