@@ -375,8 +375,10 @@ async def test_no_frame_means_no_call_and_the_state_says_so(rig: Rig) -> None:
     await rig.start()
     rig.vision.push(verdict(True, message="Here."))
     job = await rig.watch()
-    await rig.state(job.id, lambda s: s["status"] == "waiting_for_frame")
+    state = await rig.state(job.id, lambda s: s["status"] == "waiting_for_frame")
     assert rig.vision.calls == []
+    # Frigate reports the camera, so its snapshots may come: the watch starts, and says so.
+    assert "cropped snapshots" in state["warning"] and "lookout grab" in state["warning"]
     rig.frame(RED)
     await rig.publisher.wait_for(lambda m: m.topic.endswith(f"{job.id}/alert"))
     assert len(rig.vision.calls) == 1
