@@ -116,6 +116,8 @@ class MqttBus:
         """Resolved when the current connection ends (see :meth:`publish`)."""
         self._generation = 0
         self._new_connection = asyncio.Event()
+        self._clears: set[asyncio.Task[None]] = set()
+        """Pending clears of retained replies on MQTT 3.1.1 (see ``publish``)."""
         self._retained: dict[str, bytes] = {}
         self.state = BusState()
 
@@ -284,6 +286,7 @@ class MqttBus:
         qos: int = 1,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        expiry_s: float | None = None,
         timeout: float | None = None,
     ) -> None:
         """Publish, waiting for the broker while it is away and retrying after a reconnect.
@@ -294,12 +297,17 @@ class MqttBus:
             qos: 0 or 1.
             retain: Whether the broker keeps it for later subscribers.
             correlation_data: MQTT 5 Correlation Data to echo (dropped on 3.1.1).
+            expiry_s: The broker drops the message after this long (MQTT 5 Message Expiry
+                Interval). On 3.1.1, which has none, a retained message is cleared by an
+                empty retained publish after this long instead.
             timeout: Give up after this many seconds without a broker (``None``: wait).
 
         Raises:
             BusUnavailableError: ``timeout`` passed while the broker was away.
         """
-        properties = self._publish_properties(correlation_data)
+        properties = self._publish_properties(correlation_data, expiry_s)
+        if retain and expiry_s is not None and self._settings.protocol != 5:
+            self._clear_later(topic, expiry_s)
         async with asyncio.timeout(timeout):
             while True:
                 await self._connected.wait()
@@ -331,12 +339,26 @@ class MqttBus:
         if self._connected.is_set():
             await self.publish(topic, payload, qos=1, retain=True)
 
-    def _publish_properties(self, correlation_data: bytes | None) -> Properties | None:
-        if self._settings.protocol != 5 or not correlation_data:
+    def _publish_properties(
+        self, correlation_data: bytes | None, expiry_s: float | None = None
+    ) -> Properties | None:
+        if self._settings.protocol != 5 or not (correlation_data or expiry_s):
             return None
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.CorrelationData = correlation_data
+        if correlation_data:
+            props.CorrelationData = correlation_data
+        if expiry_s:
+            props.MessageExpiryInterval = max(1, round(expiry_s))
         return props
+
+    def _clear_later(self, topic: str, delay: float) -> None:
+        async def clear() -> None:
+            await asyncio.sleep(delay)  # a deadline, not a poll
+            await self.publish(topic, b"", qos=1, retain=True)
+
+        task = asyncio.create_task(clear(), name=f"clear-retained:{topic[:60]}")
+        self._clears.add(task)
+        task.add_done_callback(self._clears.discard)
 
     # -- construction ----------------------------------------------------------------
 

@@ -1,10 +1,14 @@
 """The request/reply envelope shared by every request kind.
 
 A caller publishes JSON to ``<prefix>/<user>/<kind>``. The payload may carry ``id``
-(generated when absent) and ``reply_to``. Replies go to the MQTT 5 Response Topic
-(echoing Correlation Data) when the request has one, else to ``reply_to``, else to
-``<prefix>/<user>/reply/<id>``. Each reply is a JSON object with ``id``, ``type`` and
-``seq``; each request gets exactly one terminal reply, ``done`` or ``error``.
+(generated when absent), ``reply_to`` and ``reply_retain``. Replies go to the MQTT 5
+Response Topic (echoing Correlation Data) when the request has one, else to
+``reply_to``, else to ``<prefix>/<user>/reply/<id>``. Each reply is a JSON object with
+``id``, ``type`` and ``seq``; each request gets exactly one terminal reply, ``done`` or
+``error``. With ``reply_retain`` the terminal reply is retained for
+:data:`REPLY_RETAIN_S` seconds, for clients that can only subscribe after they publish
+(Home Assistant scripts: their MQTT subscriptions go out ~0.1 s after the step that
+asks for them, and lookout may have answered by then).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -46,6 +50,8 @@ class ErrorCode(StrEnum):
 
 
 TERMINAL_TYPES = frozenset({"done", "error"})
+REPLY_RETAIN_S = 120.0
+"""How long a ``reply_retain`` terminal reply stays retained (MQTT 5 message expiry)."""
 ENVELOPE_KEYS = frozenset({"id", "type", "seq"})
 
 
@@ -66,6 +72,9 @@ class Request(BaseModel):
 
     id: str | None = Field(None, description="Caller's request id; generated when absent.")
     reply_to: str | None = Field(None, description="Topic for replies (3.1.1 clients).")
+    reply_retain: bool = Field(
+        False, description="Retain the terminal reply briefly, for clients that subscribe late."
+    )
 
     @field_validator("id")
     @classmethod
@@ -87,22 +96,30 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def peek_envelope(payload: bytes) -> tuple[str | None, str | None]:
-    """Best-effort ``(id, reply_to)`` from a payload that may fail full validation.
+class Envelope(NamedTuple):
+    """What :func:`peek_envelope` reads of a payload."""
+
+    id: str | None
+    reply_to: str | None
+    reply_retain: bool = False
+
+
+def peek_envelope(payload: bytes) -> Envelope:
+    """Best-effort ``(id, reply_to, reply_retain)`` from a payload that may not validate.
 
     A request with a bad field still deserves its error reply at the place and under
-    the id the caller is listening for, so these two are read leniently first.
+    the id the caller is listening for, so these are read leniently first.
     """
     try:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, None
+        return Envelope(None, None)
     if not isinstance(data, dict):
-        return None, None
+        return Envelope(None, None)
     raw_id, raw_reply = data.get("id"), data.get("reply_to")
     rid = raw_id if isinstance(raw_id, str) and NAME_RE.fullmatch(raw_id) else None
     reply = raw_reply if isinstance(raw_reply, str) and is_valid_publish_topic(raw_reply) else None
-    return rid, reply
+    return Envelope(rid, reply, data.get("reply_retain") is True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,7 @@ class ReplyRoute:
 
     topic: str
     correlation_data: bytes | None = None
+    retain_terminal: bool = False
 
 
 class Publisher(Protocol):
@@ -124,6 +142,7 @@ class Publisher(Protocol):
         qos: int = 1,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        expiry_s: float | None = None,
     ) -> None:
         """Publish one message, waiting for the broker while it is away."""
 
@@ -197,6 +216,16 @@ class ReplyChannel:
                 if not sender.done():
                     # Cancelled while earlier replies were still going out: they go no further.
                     sender.cancel()
+        if self.route.retain_terminal:
+            await self._publisher.publish(
+                self.route.topic,
+                payload,
+                qos=1,
+                retain=True,
+                correlation_data=self.route.correlation_data,
+                expiry_s=REPLY_RETAIN_S,
+            )
+            return
         await self._publish(payload)
 
     async def _send_in_order(self, outbox: asyncio.Queue[bytes | None]) -> None:

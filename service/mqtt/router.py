@@ -170,7 +170,7 @@ class Dispatcher:
         self._spawn(self._refuse(ctx, message, "lookout's inbound queue is full"), "overloaded")
 
     def _context(self, kind: RequestKind, user: str, message: Message) -> RequestContext:
-        request_id, reply_to = peek_envelope(message.payload)
+        request_id, reply_to, reply_retain = peek_envelope(message.payload)
         request_id = request_id or new_request_id()
         asked = message.response_topic or reply_to
         refused = None
@@ -179,7 +179,7 @@ class Dispatcher:
             refused = asked
             asked = None
         topic = asked or self._topics.default_reply(user, request_id)
-        route = ReplyRoute(topic, message.correlation_data)
+        route = ReplyRoute(topic, message.correlation_data, retain_terminal=reply_retain)
         return RequestContext(
             user=user,
             request_id=request_id,

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.mqtt.envelope import (
+    REPLY_RETAIN_S,
     TERMINAL_TYPES,
     ErrorCode,
     ReplyChannel,
@@ -105,7 +106,7 @@ def test_new_request_ids_are_valid_and_distinct():
 
 def test_peek_reads_id_and_reply_to_from_a_payload_that_fails_validation():
     payload = json.dumps({"id": "r1", "reply_to": "ha/answers", "bogus": [1, 2]}).encode()
-    assert peek_envelope(payload) == ("r1", "ha/answers")
+    assert peek_envelope(payload)[:2] == ("r1", "ha/answers")
 
 
 @pytest.mark.parametrize(
@@ -126,19 +127,19 @@ def test_peek_reads_id_and_reply_to_from_a_payload_that_fails_validation():
     ],
 )
 def test_peek_is_lenient_and_never_raises(payload, expected):
-    assert peek_envelope(payload) == expected
+    assert peek_envelope(payload)[:2] == expected
 
 
 def test_peek_survives_ten_thousand_levels_of_nesting():
     deep = b'{"id": "r1", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
-    assert peek_envelope(deep) == (None, None)
-    assert peek_envelope(b"[" * 100_000) == (None, None)
+    assert peek_envelope(deep)[:2] == (None, None)
+    assert peek_envelope(b"[" * 100_000)[:2] == (None, None)
 
 
 def test_peek_survives_huge_numbers():
     # Beyond Python's int-string limit json.loads raises ValueError; peek must not.
-    assert peek_envelope(b'{"id": "r1", "n": ' + b"9" * 10_000 + b"}") == (None, None)
-    assert peek_envelope(b'{"id": "r1", "n": 1e999999, "m": -1e999999}') == ("r1", None)
+    assert peek_envelope(b'{"id": "r1", "n": ' + b"9" * 10_000 + b"}")[:2] == (None, None)
+    assert peek_envelope(b'{"id": "r1", "n": 1e999999, "m": -1e999999}')[:2] == ("r1", None)
 
 
 # -- ReplyChannel ----------------------------------------------------------------------
@@ -312,3 +313,24 @@ async def test_a_progress_reply_that_fails_to_publish_does_not_cost_the_terminal
         await channel.send("progress", {"step": step})
     await asyncio.wait_for(channel.done(), 5)
     assert sent == ["progress:0", "progress:2", "done:3"]
+
+
+def test_peek_reads_reply_retain_only_when_true() -> None:
+    assert peek_envelope(b'{"id": "r1", "reply_retain": true}').reply_retain is True
+    assert peek_envelope(b'{"id": "r1", "reply_retain": "yes"}').reply_retain is False
+    assert peek_envelope(b'{"id": "r1"}').reply_retain is False
+
+
+async def test_a_retained_terminal_reply_expires() -> None:
+    calls: list[dict[str, Any]] = []
+
+    class Publisher:
+        async def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
+            calls.append({"topic": topic, "type": json.loads(payload)["type"], **kw})
+
+    channel = ReplyChannel(Publisher(), ReplyRoute("lk/ha/reply/r1", retain_terminal=True), "r1")
+    await channel.send("tool_call", {"name": "x"})
+    await channel.done({"text": "ok"})
+    progress, terminal = calls
+    assert not progress.get("retain") and progress["type"] == "tool_call"
+    assert terminal["retain"] is True and terminal["expiry_s"] == REPLY_RETAIN_S
