@@ -1,0 +1,1 @@
+"""A real llama.cpp server on a hand-built, scripted model (see README.md)."""
