@@ -42,6 +42,16 @@ LENGTH_FALLBACK = (
     "Try asking a narrower question."
 )
 
+OUT_OF_TOKENS = (
+    "The model ran out of output tokens before it finished{where}. Raise its output limit "
+    "(max_tokens in the provider's extra_body, or the server's own limit, such as "
+    "llama.cpp's --n-predict or Ollama's num_predict){thinking}."
+)
+NO_IMAGES_NOTE = (
+    "The model cannot take images, so it answered without the camera image; give the "
+    "vision role to a model that can see, or set supports_vision: false for this one."
+)
+
 LAST_CALL_NOTE = (
     "You have used all tool calls available for this question. Answer now from the tool "
     "results above; say briefly what you could not check."
@@ -71,6 +81,10 @@ class LoopResult:
     tool_calls: list[dict[str, Any]]
     chain: list[dict[str, Any]]
     usage: dict[str, Any] = field(default_factory=dict)
+    reasoning: str = ""
+    """The final turn's reasoning, when the server sent any."""
+    notes: list[str] = field(default_factory=list)
+    """What the caller should know about how the answer came about."""
 
 
 class ChatLoop:
@@ -94,6 +108,7 @@ class ChatLoop:
         self._usage = {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0, "tool_ms": 0.0}
         self._first_token_ms: float | None = None
         self._started = time.perf_counter()
+        self._notes: list[str] = []
 
     async def run(self, chain: list[dict[str, Any]]) -> LoopResult:
         """Run the loop over ``chain`` (modified in place) until the model answers.
@@ -115,6 +130,10 @@ class ChatLoop:
             for index in pending_images:
                 chain[index] = _image_placeholder(chain[index])
             pending_images = []
+            if turn.images_dropped:
+                self._note(NO_IMAGES_NOTE)
+            if turn.finish_reason == "length":
+                return await self._out_of_tokens(turn, chain, iterations, executed)
             if not turn.tool_calls or last_call:
                 content = turn.content
                 reason = "length" if last_call else (turn.finish_reason or "stop")
@@ -126,7 +145,16 @@ class ChatLoop:
                     if self._settings.stream:
                         await self._reply.send("content", {"delta": content})
                 chain.append({"role": "assistant", "content": content})
-                return LoopResult(content, reason, iterations, executed, chain, self._stats())
+                return LoopResult(
+                    content,
+                    reason,
+                    iterations,
+                    executed,
+                    chain,
+                    self._stats(),
+                    reasoning=turn.reasoning,
+                    notes=self._notes,
+                )
             iterations += 1
             chain.append(turn.assistant_message())
             outcomes = await self._run_tools(turn)
@@ -155,6 +183,54 @@ class ChatLoop:
                 pending_images.append(len(chain))
                 chain.append(message)
 
+    def _note(self, note: str) -> None:
+        if note not in self._notes:
+            self._notes.append(note)
+
+    async def _out_of_tokens(
+        self,
+        turn: TurnEnd,
+        chain: list[dict[str, Any]],
+        iterations: int,
+        executed: list[dict[str, Any]],
+    ) -> LoopResult:
+        """The server stopped at its token limit: not lookout's step limit, and no call runs.
+
+        A tool call cut off there may have lost arguments, so none of the turn's calls
+        is executed; the caller is told what ran out and what to change.
+        """
+        if turn.tool_calls:
+            where = " writing a tool call (it was not run)"
+        elif not turn.content.strip() and turn.reasoning:
+            where = " thinking"
+        else:
+            where = ""
+        thinking = ", or turn thinking off (enable_thinking: false)" if turn.reasoning else ""
+        note = OUT_OF_TOKENS.format(where=where, thinking=thinking)
+        self._notes.append(note)
+        content = turn.content
+        if not content.strip() or turn.tool_calls:
+            content = (content.rstrip() + "\n\n" if content.strip() else "") + note
+            if self._settings.stream:
+                await self._reply.send("content", {"delta": content[len(turn.content) :]})
+        log.warning(
+            "chat_out_of_tokens",
+            calls=len(turn.tool_calls),
+            content_chars=len(turn.content),
+            reasoning_chars=len(turn.reasoning),
+        )
+        chain.append({"role": "assistant", "content": content})
+        return LoopResult(
+            content,
+            "length",
+            iterations,
+            executed,
+            chain,
+            self._stats(),
+            reasoning=turn.reasoning,
+            notes=self._notes,
+        )
+
     async def _turn(
         self, provider: Provider, chain: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> TurnEnd:
@@ -168,6 +244,7 @@ class ChatLoop:
                 tools=tools,
                 enable_thinking=self._settings.enable_thinking,
                 deadline_s=self._settings.turn_deadline_s,
+                images_optional=True,
             )
             try:
                 # aclosing: a cancelled turn closes its HTTP stream at once.
@@ -243,6 +320,8 @@ class ChatLoop:
     async def _attach_image(self, outcome: ToolOutcome, images: list[dict[str, Any]]) -> None:
         """Give a live frame to the model in the form it can use."""
         if outcome.image_url is None:
+            if outcome.image_note and "cannot take images" in outcome.image_note:
+                self._note(NO_IMAGES_NOTE)
             return
         camera = outcome.image_camera or "camera"
         if self._providers.same_for_chat_and_vision:

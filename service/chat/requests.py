@@ -38,7 +38,10 @@ MAX_MESSAGES = 200
 class ChatMessageIn(BaseModel):
     """One OpenAI-format message from a client-held history."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Liberal: clients echo assistant messages as servers sent them, with fields such as
+    # `reasoning`, `reasoning_content`, `refusal`, `annotations` or `audio`; those are
+    # dropped here (servers that re-render templates reject them), not refused.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -251,14 +254,19 @@ class ChatService:
     ) -> None:
         if request.stream:
             await ctx.reply.send("stats", result.usage)
+        message: dict[str, Any] = {"role": "assistant", "content": result.content}
+        if result.reasoning:
+            message["reasoning"] = result.reasoning
         body: dict[str, Any] = {
-            "message": {"role": "assistant", "content": result.content},
+            "message": message,
             "finish_reason": result.finish_reason,
             "tool_iterations": result.iterations,
             "tool_calls": result.tool_calls,
             "conversation_id": conversation_id,
             "usage": result.usage,
         }
+        if result.notes:
+            body["notes"] = result.notes
         if request.text is not None and conversation_id is None:
             body["warning"] = "the conversation could not be saved; the next message starts anew"
         if request.include_messages:

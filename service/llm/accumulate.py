@@ -12,10 +12,13 @@ server leaves it out. Servers differ (see ``ecosystem.md`` §4):
 - Some servers send no ids, arguments as an object, or nothing at all for a
   parameterless tool.
 
-Deltas are matched to calls by ``index`` when present, else by ``id``, else they
-continue the last call; a delta that obviously begins another call (a different id or a
-function name arriving for a call that already has a name and complete arguments)
-starts a new one even at a reused index.
+Deltas are matched to calls by ``index`` when present, else by a known ``id``, else they
+continue the last call (an id that arrives late, or a proxy that gives every chunk a
+fresh id, must not split one call in two); a delta that obviously begins another call
+(a different id with a name, or a function name arriving for a call that already has a
+name and complete arguments) starts a new one even at a reused index. A delta that
+repeats a finished call (same id and name, no new arguments: vLLM's trailing chunk)
+changes nothing, so a side-effecting tool can never run twice because of it.
 """
 
 from __future__ import annotations
@@ -189,13 +192,10 @@ class ToolCallAccumulator:
             arguments = d.get("arguments")
         extra = {k: v for k, v in d.items() if k not in _KNOWN_FIELDS and v is not None}
 
-        target: _Partial | None
-        if index is not None:
-            target = self._by_index.get(index)
-        elif call_id is not None:
-            target = self._by_id.get(call_id)
-        else:
-            target = self._calls[-1] if self._calls else None
+        target = self._target(index, call_id)
+        if target is not None and self._repeats(target, call_id, name, arguments):
+            log.debug("tool_call_repeat_ignored", call_id=call_id, name=name)
+            return
         if target is None or self._starts_new_call(target, call_id, name):
             target = _Partial(index)
             self._calls.append(target)
@@ -214,6 +214,28 @@ class ToolCallAccumulator:
             target.args.append(json.dumps(arguments, ensure_ascii=False))
         if extra:
             _merge_extra(target.extra, extra)
+
+    def _target(self, index: int | None, call_id: str | None) -> _Partial | None:
+        """The call a delta belongs to, before checking whether it starts a new one."""
+        if index is not None:
+            return self._by_index.get(index)
+        if call_id is not None and call_id in self._by_id:
+            return self._by_id[call_id]
+        # No index and an unknown id: a late id, or a proxy's fresh id per chunk.
+        return self._calls[-1] if self._calls else None
+
+    @staticmethod
+    def _repeats(target: _Partial, call_id: str | None, name: str | None, arguments: Any) -> bool:
+        """Whether a delta only repeats ``target``, a call already whole."""
+        if call_id is None or call_id != target.id or not target.complete():
+            return False
+        if name is not None and name != target.name:
+            return False
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        # Gemini may name two parallel calls to one tool alike (id = function name): a
+        # delta with other, whole arguments is a second call, not a repeat.
+        return not arguments or arguments.strip() == "".join(target.args).strip()
 
     @staticmethod
     def _starts_new_call(target: _Partial, call_id: str | None, name: str | None) -> bool:

@@ -16,6 +16,7 @@ from service.llm.errors import (
     error_code_field,
     error_text,
     is_context_overflow,
+    is_image_rejection,
     shorten,
 )
 
@@ -32,11 +33,26 @@ def _scrub(text: str, secret: str | None) -> str:
     return shorten(text)
 
 
+def model_hint(provider: Endpoint) -> str:
+    """What to change when a model cannot take images."""
+    return (
+        f"model {provider.model!r} has no vision, or the server was started without its "
+        "vision projector; use a vision model for the vision role or set supports_vision: false"
+    )
+
+
 def _status_error(  # noqa: PLR0911  (one return per kind of HTTP status reads best)
     status: int, body: Any, server_text: str, provider: Endpoint
 ) -> LlmError:
     where = f"provider {provider.name!r}"
     codes = error_code_field(body)
+    if is_image_rejection(server_text):
+        # Whatever the status (llama.cpp says 500): a capability answer, never retried.
+        return LlmError(
+            LlmErrorCode.NO_IMAGES,
+            f"{where} cannot take images ({model_hint(provider)}): {server_text}",
+            status=status,
+        )
     if status in (401, 403):
         # The server's text may echo part of the key; say only what the operator needs.
         return LlmError(
@@ -122,7 +138,27 @@ def _transport(exc: BaseException, ctx: _Context) -> LlmError | None:
     if ctx.started:
         text = f"{ctx.where} broke off the stream mid-answer ({cause})"
         return LlmError(LlmErrorCode.ERROR, text, retryable=True)
-    return LlmError(LlmErrorCode.UNAVAILABLE, f"cannot reach {ctx.where} ({cause})", retryable=True)
+    return LlmError(
+        LlmErrorCode.UNAVAILABLE,
+        f"cannot reach {ctx.where} ({cause})",
+        retryable=True,
+        stale_connection=_stale(exc),
+    )
+
+
+_STALE = ("server disconnected", "can not write request body", "connection reset by peer")
+"""What a request on a pooled connection the server has closed dies of (aiohttp, httpx)."""
+
+
+def _stale(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if type(cause).__name__ in ("ServerDisconnectedError", "RemoteProtocolError"):
+            return True
+        if any(marker in str(cause).lower() for marker in _STALE):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _misfiled_connection_error(exc: BaseException, settings: ProviderSettings) -> bool:
@@ -159,6 +195,11 @@ def _stream_event(exc: BaseException, ctx: _Context) -> LlmError | None:
         return None
     text = ctx.scrub(error_text(exc.body, exc.message) or exc.message)
     code = error_code_field(exc.body)
+    if is_image_rejection(text):
+        return LlmError(
+            LlmErrorCode.NO_IMAGES,
+            f"{ctx.where} cannot take images ({model_hint(ctx.provider)}): {text}",
+        )
     if is_context_overflow(text) or is_context_overflow(code):
         return LlmError(
             LlmErrorCode.CONTEXT_OVERFLOW,
@@ -216,12 +257,35 @@ def classify(
     return None
 
 
+_THINKING_FIELDS = ("chat_template_kwargs", "reasoning_effort", "think")
+
+
+def _thinking_refused(text: str, provider: Endpoint, body: dict[str, Any]) -> bool:
+    """Whether a 400 refused the thinking argument that ``body`` carries.
+
+    OpenAI: "Unsupported parameter: 'reasoning_effort' ...", or the values it takes;
+    Gemini: "Unknown name chat_template_kwargs"; Ollama: "... does not support thinking".
+    """
+    if provider.thinking_rejected:
+        return False
+    sent = [name for name in _THINKING_FIELDS if name in body]
+    if not sent:
+        return False
+    if "does not support thinking" in text or "only works in thinking mode" in text:
+        return True
+    return any(name in text for name in sent if name != "think") or (
+        "think" in sent and '"think"' in text
+    )
+
+
 def is_capability_rejection(exc: BaseException, provider: Endpoint, body: dict[str, Any]) -> bool:
     """Whether a 400 rejected an optional parameter; if so switch it off on ``provider``.
 
-    Some servers refuse ``stream_options`` (older proxies) or a ``json_schema``
-    ``response_format`` (llama.cpp: "Either json_schema or grammar"). Each is switched off
-    once, for the provider's lifetime, so the caller retries immediately without it.
+    Some servers refuse ``stream_options`` (older proxies), the thinking argument
+    (OpenAI's models without reasoning, Gemini's unknown fields, Ollama's models without
+    thinking) or a ``json_schema`` ``response_format`` (llama.cpp: "Either json_schema or
+    grammar"). Each is switched off once, for the provider's lifetime, so the caller
+    retries immediately without it.
     """
     import openai  # noqa: PLC0415
 
@@ -232,6 +296,9 @@ def is_capability_rejection(exc: BaseException, provider: Endpoint, body: dict[s
         return False
     if "stream_options" in text and "stream_options" in body and provider.send_usage_option:
         provider.send_usage_option = False
+        return True
+    if _thinking_refused(text + " " + str(exc.body).lower(), provider, body):
+        provider.thinking_rejected = True
         return True
     rejected_format = any(word in text for word in ("response_format", "json_schema", "grammar"))
     if rejected_format and "response_format" in body and not provider.response_format_rejected:

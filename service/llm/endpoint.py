@@ -25,6 +25,10 @@ class Endpoint(Protocol):
     retry_cap_s: float
     send_usage_option: bool
     response_format_rejected: bool
+    images_rejected: bool
+    last_success_at: float
+    think_opened: bool
+    thinking_rejected: bool
 
     @property
     def model(self) -> str:

@@ -29,6 +29,8 @@ class LlmErrorCode(StrEnum):
     """The prompt does not fit the model's context window."""
     ERROR = "llm_error"
     """Anything else: other 4xx, a malformed or truncated stream, an error event in the stream."""
+    NO_IMAGES = "llm_no_images"
+    """The model (or the server as started) cannot take images: a capability, not an outage."""
 
 
 class LlmError(Exception):
@@ -39,6 +41,9 @@ class LlmError(Exception):
         message: A short human sentence with no secrets and no stack.
         retryable: Whether sending the same request again later may succeed.
         status: The HTTP status when the server answered with one.
+        stale_connection: The request failed on a pooled connection the server had
+            closed (llama.cpp closes it after every stream although it says keep-alive);
+            one immediate resend on a new connection is not a retry.
     """
 
     def __init__(
@@ -48,12 +53,42 @@ class LlmError(Exception):
         *,
         retryable: bool = False,
         status: int | None = None,
+        stale_connection: bool = False,
     ) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
         self.retryable = retryable
         self.status = status
+        self.stale_connection = stale_connection
+        """The request died on a kept-alive connection the server had already closed."""
+
+
+# Phrasings of "this model cannot take images", lower-cased: llama.cpp without --mmproj
+# (HTTP 500 "image input is not supported - hint: ... mmproj"), vLLM and LM Studio on a
+# text-only model, Ollama ("does not support images"), OpenAI ("image_url is only
+# supported by certain models"), and proxies that pass these on.
+_NO_IMAGES = re.compile(
+    "|".join(
+        [
+            r"image input is not supported",
+            r"(does not|doesn'?t|do not|cannot|can'?t) (support|accept|take|handle) "
+            r"(image|vision|multimodal)",
+            r"images? (input )?(is|are) not supported",
+            r"image_url is only supported",
+            r"not a multimodal model",
+            r"multimodal (input )?(is )?not supported",
+            r"vision (is )?not (supported|enabled)",
+            r"no vision (support|capab)",
+            r"provide the mmproj",
+        ]
+    )
+)
+
+
+def is_image_rejection(text: str) -> bool:
+    """Whether an error text says the model or server cannot take images."""
+    return bool(_NO_IMAGES.search(text.lower()))
 
 
 # Phrasings of "the prompt is too long", lower-cased, from OpenAI/Azure

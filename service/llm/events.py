@@ -39,13 +39,16 @@ class TurnEnd:
         reasoning: The full reasoning text (empty when the server sent none).
         tool_calls: The requested calls; non-empty means a tool turn whatever the server's
             finish reason was.
-        finish_reason: ``tool_calls`` when there are calls, else the server's value
-            (``stop``, ``length``, ``content_filter``…).
+        finish_reason: ``length`` when the server stopped at its token limit (calls or
+            not: a call cut off there must not run), else ``tool_calls`` when there are
+            calls, else the server's value (``stop``, ``content_filter``…).
         usage: Token counts when the server reported them.
         first_token_ms: From the request to the first text, reasoning or tool-call data.
         total_ms: From the request (first attempt) to the end of the stream.
         attempts: HTTP requests made (1 + retries).
         model: The model name the server reported, if any.
+        images_dropped: The server cannot take images, so they were left out of the
+            request (and the model answered without them).
     """
 
     content: str
@@ -57,6 +60,7 @@ class TurnEnd:
     total_ms: float = 0.0
     attempts: int = 1
     model: str | None = None
+    images_dropped: bool = False
 
     def assistant_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation (reasoning left out)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import gc
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.llm.errors import LlmError, LlmErrorCode
 from service.llm.events import TurnEnd, TurnEvent
@@ -19,6 +19,51 @@ from service.settings import ProviderSettings
 if TYPE_CHECKING:
     import httpx2
     from openai import AsyncOpenAI
+
+ServerKind = Literal["openai", "azure", "gemini", "ollama", "llamacpp", "vllm", "lmstudio", "other"]
+
+THINKING_BY_SERVER: dict[str, str] = {
+    # OpenAI/Azure: models without reasoning refuse `reasoning_effort` (400), gpt-5 refuses
+    # "none" and gpt-5.1 refuses "minimal": sending nothing is the one safe default.
+    "openai": "none",
+    "azure": "none",
+    # Gemini 400s on unknown fields (chat_template_kwargs); "none" works on 2.5 Flash.
+    "gemini": "reasoning_effort",
+    # Ollama's /v1 ignores `think`; it maps `reasoning_effort` ("none" = off), v0.12.4+.
+    "ollama": "reasoning_effort",
+    # llama.cpp and vLLM hand chat_template_kwargs to the template (Qwen3, ...); LM
+    # Studio and unknown servers ignore or refuse it, and a refusal turns it off.
+    "llamacpp": "chat_template_kwargs",
+    "vllm": "chat_template_kwargs",
+    "lmstudio": "chat_template_kwargs",
+    "other": "chat_template_kwargs",
+}
+"""``thinking_control: auto`` per server (sources: each server's code and docs)."""
+
+
+def server_kind(settings: ProviderSettings) -> ServerKind:
+    """Which server a provider talks to, guessed from its ``kind`` and ``base_url``."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    if settings.kind == "azure":
+        return "azure"
+    url = urlsplit(settings.base_url or "https://api.openai.com/v1")
+    host = (url.hostname or "").lower()
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    checks: list[tuple[ServerKind, bool]] = [
+        ("openai", host == "api.openai.com"),
+        ("azure", host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))),
+        ("gemini", host == "generativelanguage.googleapis.com"),
+        ("ollama", port == 11434 or "ollama" in host),
+        ("lmstudio", port == 1234 or "lmstudio" in host or "lm-studio" in host),
+        ("vllm", "vllm" in host),
+        ("llamacpp", "llama" in host or port == 8080),
+    ]
+    return next((kind for kind, hit in checks if hit), "other")
+
 
 REASONING_EFFORT_ON = "medium"
 """``reasoning_effort`` sent for ``enable_thinking=True`` unless ``extra_body`` names one."""
@@ -40,6 +85,8 @@ class Provider:
             for good the first time the server rejects it.
         response_format_rejected: Set the first time the server rejects a
             ``response_format``; later requests go without one.
+        images_rejected: Set the first time the server answers that it cannot take
+            images; later requests leave them out and the provider stops seeing.
     """
 
     def __init__(
@@ -58,6 +105,14 @@ class Provider:
         # Learned from the server's 400s and kept for the provider's lifetime.
         self.send_usage_option = True
         self.response_format_rejected = False
+        self.images_rejected = False
+        self.think_opened = settings.template_opens_think
+        self.server = server_kind(settings)
+        self.thinking_rejected = False
+        """The server refused the thinking argument once: it is not sent again."""
+        """The chat template opens ``<think>`` itself (configured, or learned)."""
+        self.last_success_at = float("-inf")
+        """Event-loop time of the last turn that ended well (see ``turn.py``)."""
 
     @property
     def model(self) -> str:
@@ -65,9 +120,17 @@ class Provider:
         return self.settings.model
 
     @property
+    def thinking_control(self) -> str:
+        """How ``enable_thinking`` is sent now: configured, or picked for the server."""
+        if self.thinking_rejected:
+            return "none"
+        configured = self.settings.thinking_control
+        return THINKING_BY_SERVER[self.server] if configured == "auto" else configured
+
+    @property
     def supports_vision(self) -> bool:
-        """Whether images may be sent to this provider."""
-        return self.settings.supports_vision
+        """Whether images may be sent: configured so, and not refused by the server."""
+        return self.settings.supports_vision and not self.images_rejected
 
     def _secret(self) -> str | None:
         key = self.settings.api_key
@@ -191,14 +254,15 @@ class Provider:
         ):
             kwargs["response_format"] = response_format
         extra = copy.deepcopy(s.extra_body)
+        control = self.thinking_control
         if enable_thinking is not None:
-            if s.thinking_control == "chat_template_kwargs":
+            if control == "chat_template_kwargs":
                 template_kwargs = dict(extra.get("chat_template_kwargs") or {})
                 template_kwargs["enable_thinking"] = enable_thinking
                 extra["chat_template_kwargs"] = template_kwargs
-            elif s.thinking_control == "think":
+            elif control == "think":
                 extra["think"] = enable_thinking
-            elif s.thinking_control == "reasoning_effort":
+            elif control == "reasoning_effort":
                 configured = extra.get("reasoning_effort")
                 on = configured if isinstance(configured, str) and configured != "none" else None
                 extra["reasoning_effort"] = (
@@ -215,6 +279,7 @@ class Provider:
         enable_thinking: bool | None = None,
         response_format: dict[str, Any] | None = None,
         deadline_s: float | None = None,
+        images_optional: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Same as :func:`stream_turn` with this provider."""
         return stream_turn(
@@ -224,6 +289,7 @@ class Provider:
             enable_thinking=enable_thinking,
             response_format=response_format,
             deadline_s=deadline_s,
+            images_optional=images_optional,
         )
 
     async def complete(

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from service.llm.errors import LlmError, LlmErrorCode
+from service.llm.images import no_images_error
 from service.llm.provider import Provider
 from service.llm.turn import complete
 from service.settings import LlmSettings
@@ -59,8 +60,6 @@ class Providers:
     Attributes:
         by_name: Every provider, by its key under ``llm.providers``.
         chat: The provider holding the ``chat`` role, if any.
-        vision: The provider holding the ``vision`` role; else the chat provider when it
-            supports images; else ``None``.
     """
 
     def __init__(self, settings: LlmSettings, *, retry_base_s: float = 0.5) -> None:
@@ -69,15 +68,44 @@ class Providers:
             for name, cfg in settings.providers.items()
         }
         self.chat = next((p for p in self.by_name.values() if "chat" in p.settings.roles), None)
-        vision = next((p for p in self.by_name.values() if "vision" in p.settings.roles), None)
-        if vision is None and self.chat is not None and self.chat.supports_vision:
-            vision = self.chat
-        self.vision = vision
+        # `supports_vision: false` means no images: such a provider never holds the role.
+        self._vision = next(
+            (
+                p
+                for p in self.by_name.values()
+                if "vision" in p.settings.roles and p.settings.supports_vision
+            ),
+            None,
+        )
+        if self._vision is None and self.chat is not None and self.chat.settings.supports_vision:
+            self._vision = self.chat
+
+    @property
+    def vision(self) -> Provider | None:
+        """The provider that looks at images, or ``None``.
+
+        The ``vision`` role's holder, else a seeing chat provider; ``None`` when there is
+        none, or when its server said it cannot take images.
+        """
+        if self._vision is None or not self._vision.supports_vision:
+            return None
+        return self._vision
 
     @property
     def same_for_chat_and_vision(self) -> bool:
         """Whether the chat model sees images itself (else :meth:`describe_image` gives it text)."""
         return self.chat is not None and self.chat is self.vision and self.chat.supports_vision
+
+    def vision_problem(self) -> str | None:
+        """Why no image can be shown to a model right now, in words; ``None`` if one can."""
+        if self._vision is not None and self._vision.images_rejected:
+            return (
+                f"provider {self._vision.name!r} cannot take images (its server said so); "
+                "the answer is made without the camera image"
+            )
+        if self.vision is None:
+            return "no vision model is configured"
+        return None
 
     def require_chat(self) -> Provider:
         """The chat provider.
@@ -97,6 +125,8 @@ class Providers:
         Raises:
             LlmError: ``llm_unavailable`` when no provider can look at images.
         """
+        if self._vision is not None and self._vision.images_rejected:
+            raise no_images_error(self._vision)
         if self.vision is None:
             raise LlmError(
                 LlmErrorCode.UNAVAILABLE, "no LLM provider is configured to look at images"

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx2
 
+DONE = "[DONE]"
+"""Yielded once when the stream ends with ``data: [DONE]`` (not when the body just stops)."""
+
 _DRAIN_S = 0.1
 """How long the tail after ``[DONE]`` may take before the connection is dropped instead."""
 
@@ -27,7 +30,8 @@ async def sse_chunks(response: httpx2.Response) -> AsyncGenerator[Any, None]:
 
     Lines end in LF, CRLF or CR; events are split on blank lines, their ``data:``
     lines joined with newlines; comments and other fields are skipped, ``[DONE]`` ends
-    the stream and an event left unterminated at the end of the body is dropped.
+    the stream (yielded as :data:`DONE`, so a caller can tell a finished stream from a
+    cut one) and an event left unterminated at the end of the body is dropped.
     Transport failures and ``{"error": ...}`` events raise the SDK's own exceptions, so
     they are classified exactly as before.
 
@@ -54,6 +58,7 @@ async def sse_chunks(response: httpx2.Response) -> AsyncGenerator[Any, None]:
                 payload = data[0] if len(data) == 1 else b"\n".join(data)
                 data = []
                 if payload.startswith(b"[DONE]"):
+                    yield DONE
                     await _drain(lines)
                     return
                 chunk = json.loads(payload)

@@ -16,7 +16,6 @@ about half the CPU of a streamed token. Transport failures and in-stream
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -25,17 +24,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from service.llm.accumulate import ToolCallAccumulator
-from service.llm.classify import classify, is_capability_rejection
-from service.llm.errors import (
-    RETRY_AFTER_CAP_S,
-    LlmError,
-    LlmErrorCode,
-    StreamEndedEarlyError,
-    backoff_delay,
-    parse_retry_after,
-)
+from service.llm.attempts import Attempts
+from service.llm.errors import LlmError, LlmErrorCode, StreamEndedEarlyError
 from service.llm.events import ContentDelta, ReasoningDelta, TurnEnd, TurnEvent, Usage
-from service.llm.sse import sse_chunks
+from service.llm.sse import DONE, sse_chunks
 from service.llm.thinktags import Piece, ThinkTagSplitter
 
 if TYPE_CHECKING:
@@ -57,10 +49,15 @@ class _Turn:
     model: str | None = None
     first_token_at: float | None = None
     think_tags: ThinkTagSplitter = field(default_factory=ThinkTagSplitter)
+    done: bool = False
+    """The stream ended with ``[DONE]``."""
 
     def absorb(self, chunk: Any, now: float) -> list[TurnEvent]:
         """The events one decoded SSE chunk (a plain JSON object) carries."""
         events: list[TurnEvent] = []
+        if chunk == DONE:
+            self.done = True
+            return events
         if not isinstance(chunk, dict):
             return events
         raw_usage = chunk.get("usage")
@@ -118,6 +115,20 @@ class _Turn:
             if kind == "reasoning":
                 self.reasoning.append(text)
                 events.append(ReasoningDelta(text))
+            elif kind == "reclassify":
+                # The template opened the reasoning: what streamed as the answer was not.
+                moved = _without_partial_close("".join(self.content))
+                self.content = []
+                self.reasoning.append(moved + text)
+                if text:
+                    events.append(ReasoningDelta(text))
+            elif kind == "unreason":
+                # Assumed reasoning that never closed: it was the answer all along.
+                whole = "".join(self.reasoning) + text
+                self.reasoning = []
+                self.content.append(whole)
+                if whole:
+                    events.append(ContentDelta(whole))
             else:
                 self.content.append(text)
                 events.append(ContentDelta(text))
@@ -128,18 +139,27 @@ class _Turn:
         return self._split(self.think_tags.flush())
 
     def check_finished(self) -> None:
-        """Raise when the stream ended without a finish reason (cut short)."""
-        if self.finish_reason is None:
-            raise StreamEndedEarlyError
+        """Raise when the stream ended without a finish reason (cut short).
 
-    def end(self, now: float, attempts: int) -> TurnEnd:
+        Some servers and proxies end a complete answer with ``[DONE]`` but never send a
+        ``finish_reason``: with ``[DONE]`` and something said, the answer is whole.
+        """
+        if self.finish_reason is not None:
+            return
+        if self.done and (self.content or self.reasoning or self.calls):
+            self.finish_reason = "stop"
+            return
+        raise StreamEndedEarlyError
+
+    def end(self, now: float, attempts: int, *, images_dropped: bool = False) -> TurnEnd:
         calls = self.calls.result()
         return TurnEnd(
             content="".join(self.content),
             reasoning="".join(self.reasoning),
             tool_calls=calls,
-            # Gemini ends tool turns with "stop"; the calls are what matters.
-            finish_reason="tool_calls" if calls else (self.finish_reason or "stop"),
+            # Gemini ends tool turns with "stop"; the calls are what matters. "length" is
+            # kept: a call cut off by the token limit must not be run.
+            finish_reason=_finish(self.finish_reason, bool(calls)),
             usage=self.usage,
             first_token_ms=None
             if self.first_token_at is None
@@ -147,6 +167,7 @@ class _Turn:
             total_ms=(now - self.started) * 1000.0,
             attempts=attempts,
             model=self.model,
+            images_dropped=images_dropped,
         )
 
 
@@ -158,6 +179,7 @@ async def stream_turn(
     enable_thinking: bool | None = None,
     response_format: dict[str, Any] | None = None,
     deadline_s: float | None = None,
+    images_optional: bool = False,
 ) -> AsyncGenerator[TurnEvent, None]:
     """Stream one model turn.
 
@@ -174,6 +196,8 @@ async def stream_turn(
             ``json_schema`` support when it is a JSON schema).
         deadline_s: Bound on the whole turn, retries and backoff included. Chunk gaps are
             bounded separately by the provider's ``timeout_s``.
+        images_optional: When the server cannot take images, leave them out and go on
+            (a chat); otherwise fail with ``llm_no_images`` (a watch, which must see).
 
     Yields:
         ``ContentDelta``, ``ReasoningDelta`` and ``Usage`` events as they arrive, then
@@ -185,7 +209,7 @@ async def stream_turn(
     """
     loop = asyncio.get_running_loop()
     _ = provider.client  # built (and openai imported) before the clock starts
-    plan = _Attempts(
+    plan = Attempts(
         provider,
         messages,
         tools=tools,
@@ -193,10 +217,14 @@ async def stream_turn(
         response_format=response_format,
         deadline_s=deadline_s,
         started=loop.time(),
+        images_optional=images_optional,
     )
     while True:
         plan.attempts += 1
-        turn = _Turn(started=plan.started)
+        # A template known to open the reasoning itself, unless thinking is off for this
+        # request (then the model answers straight away).
+        opened = provider.think_opened and enable_thinking is not False
+        turn = _Turn(started=plan.started, think_tags=ThinkTagSplitter(opened=opened))
         emitted = False
         response: Any = None
         chunks: AsyncGenerator[Any, None] | None = None
@@ -230,99 +258,31 @@ async def stream_turn(
                 await _close_quietly(chunks.aclose)
             if response is not None:
                 await _close_quietly(response.aclose)
-        yield turn.end(loop.time(), plan.attempts)
+        provider.last_success_at = loop.time()
+        if turn.think_tags.reclassified and not provider.think_opened:
+            provider.think_opened = True
+            log.warning(
+                "llm_template_opens_thinking",
+                provider=provider.name,
+                hint="the first answer streamed its reasoning as text; set "
+                "template_opens_think: true to avoid even that",
+            )
+        yield turn.end(loop.time(), plan.attempts, images_dropped=plan.images_dropped)
         return
 
 
-class _Attempts:
-    """The request of one turn and what its failed attempts decide."""
-
-    def __init__(
-        self,
-        provider: Endpoint,
-        messages: list[dict[str, Any]],
-        *,
-        tools: list[dict[str, Any]] | None,
-        enable_thinking: bool | None,
-        response_format: dict[str, Any] | None,
-        deadline_s: float | None,
-        started: float,
-    ) -> None:
-        self.provider = provider
-        self._build = functools.partial(
-            provider.build_request,
-            messages,
-            tools=tools,
-            enable_thinking=enable_thinking,
-            response_format=response_format,
-        )
-        self.body = self._build()
-        self.deadline_s = deadline_s
-        self.started = started
-        self.deadline = None if deadline_s is None else started + deadline_s
-        self.attempts = 0
-        self.retries = 0
-
-    def after_failure(self, exc: Exception, *, emitted: bool, now: float) -> float:
-        """Seconds to wait before the next attempt; raises when there is none.
-
-        Raises:
-            LlmError: The classified failure when it is final.
-            Exception: ``exc`` itself when it is not an LLM failure (a bug).
-        """
-        provider = self.provider
-        err = classify(exc, provider=provider, deadline_s=self.deadline_s, started=emitted)
-        if err is None:
-            raise exc
-        if not emitted and is_capability_rejection(exc, provider, self.body):
-            # The server rejected an optional parameter, now switched off: resend at once.
-            log.warning("llm_option_rejected", provider=provider.name, status=err.status)
-            self.body = self._build()
-            return 0.0
-        delay = _retry_delay(provider, err, exc, self.retries + 1, emitted)
-        if delay is None or (self.deadline is not None and now + delay >= self.deadline):
-            log.warning(
-                "llm_turn_failed",
-                provider=provider.name,
-                code=err.code.value,
-                status=err.status,
-                attempts=self.attempts,
-                reason=err.message,
-            )
-            if self.retries and err.code is LlmErrorCode.UNAVAILABLE:
-                err = LlmError(
-                    err.code,
-                    f"{err.message} (after {self.attempts} attempts)",
-                    retryable=err.retryable,
-                    status=err.status,
-                )
-            raise err from None
-        self.retries += 1
-        log.warning(
-            "llm_retry",
-            provider=provider.name,
-            code=err.code.value,
-            status=err.status,
-            attempt=self.attempts,
-            delay_s=round(delay, 3),
-        )
-        return delay
+def _without_partial_close(text: str) -> str:
+    """``text`` without a ``</think>`` that begins at its very end (split across chunks)."""
+    for size in range(min(len(text), len("</think>") - 1), 0, -1):
+        if "</think>".startswith(text[-size:]):
+            return text[:-size]
+    return text
 
 
-def _retry_delay(
-    provider: Endpoint, err: LlmError, exc: BaseException, retry: int, started: bool
-) -> float | None:
-    """Seconds to wait before retry number ``retry``, or ``None`` when not to retry."""
-    if started or not err.retryable or err.code is LlmErrorCode.TIMEOUT:
-        return None
-    if retry > provider.settings.max_retries:
-        return None
-
-    response = getattr(exc, "response", None)
-    wait = parse_retry_after(getattr(response, "headers", None))
-    if wait is not None:
-        return None if wait > RETRY_AFTER_CAP_S else wait
-    return backoff_delay(retry, base_s=provider.retry_base_s, cap_s=provider.retry_cap_s)
+def _finish(reason: str | None, has_calls: bool) -> str:
+    if reason == "length":
+        return reason
+    return "tool_calls" if has_calls else (reason or "stop")
 
 
 async def _close_quietly(close: Callable[[], Awaitable[object]]) -> None:

@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     LLM_TIMEOUT = "llm_timeout"
     LLM_CONTEXT_OVERFLOW = "llm_context_overflow"
     LLM_ERROR = "llm_error"
+    LLM_NO_IMAGES = "llm_no_images"
 
 
 TERMINAL_TYPES = frozenset({"done", "error"})

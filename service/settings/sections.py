@@ -125,10 +125,15 @@ class ProviderSettings(_Section):
     supports_vision: bool = True
     json_schema: bool = True
     """Send a JSON-schema `response_format` for watch verdicts."""
-    thinking_control: Literal["none", "chat_template_kwargs", "think", "reasoning_effort"] = (
-        "chat_template_kwargs"
-    )
-    """How `enable_thinking` reaches the server (llama.cpp/vLLM, Ollama, OpenAI/Gemini)."""
+    thinking_control: Literal[
+        "auto", "none", "chat_template_kwargs", "think", "reasoning_effort"
+    ] = "auto"
+    """How `enable_thinking` reaches the server: `auto` picks by server (see the README's
+    provider table) and drops the argument for good when the server refuses it."""
+    template_opens_think: bool = False
+    """The model's chat template opens ``<think>`` itself (DeepSeek-R1, QwQ) and the server
+    does not split the reasoning out: the answer stream starts inside the reasoning.
+    Learned from the first such answer when unset."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     """Sent with every request; may carry credentials, so kept out of reprs."""

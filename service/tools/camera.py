@@ -202,9 +202,10 @@ async def get_live_context(args: LiveContextArgs, ctx: ToolContext) -> ToolResul
         data["settings"] = dict(sorted(info.states.items()))
     if deps.frigate.available() in ("offline", "stopped"):
         data["frigate"] = "Frigate is offline: the objects above may be out of date"
-    if deps.providers.vision is None:
-        data["image"] = "not available: no vision model is configured"
-        return ToolResult(data)
+    problem = deps.providers.vision_problem()
+    if problem is not None:
+        data["image"] = f"not available: {problem}"
+        return ToolResult(data, image_note=problem if deps.providers.chat else None)
     picked, notes = await deps.frame_picker().pick(camera)
     if picked is None:
         data["frame"] = "; ".join(notes)

@@ -53,6 +53,8 @@ class ToolResult:
     image_camera: str | None = None
     image_caption: str | None = None
     """What the image is, for the model (a crop? how old?)."""
+    image_note: str | None = None
+    """Why a wanted image is missing (the caller is told)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +108,7 @@ class ToolOutcome:
     image_url: str | None = None
     image_camera: str | None = None
     image_caption: str | None = None
+    image_note: str | None = None
     error_code: ErrorCode | None = None
 
 
@@ -161,6 +164,7 @@ class ToolRegistry:
             outcome = self._outcome(name, args_dict, result.data, True, started)
             outcome.image_url, outcome.image_camera = result.image_url, result.image_camera
             outcome.image_caption = result.image_caption
+            outcome.image_note = result.image_note
         except ToolError as exc:
             data = {"error": exc.message, **exc.extra}
             outcome = self._outcome(name, args_dict, data, False, started, exc.code)

@@ -25,7 +25,7 @@ import structlog
 
 from service.frames import Frame, FrameError, Thumbnail, fetch_latest_jpeg
 from service.frigate import Detection, LiveObject
-from service.llm import LlmError
+from service.llm import LlmError, LlmErrorCode
 from service.watch.decide import (
     Check,
     Compare,
@@ -208,6 +208,18 @@ class JobRunner:
         log.info("watch_timed_out", calls=job.model_calls, iterations=job.iterations)
         await host.alert(job, None)
 
+    async def _cannot_see(self, exc: LlmError) -> None:
+        """The model cannot take images: no retry can help, so the watch ends now."""
+        job, host = self.job, self.host
+        job.last_error = f"{exc.code.value}: {exc.message}"
+        job.transition(WatchEvent.FAIL, host.clock.now())
+        job.notification_message = (
+            f"Stopped watching {host.camera_name(job.camera)}: the model cannot take images "
+            f"({exc.message}). Give the vision role to a model that can see."
+        )
+        log.warning("watch_model_cannot_see", error=job.last_error)
+        await host.alert(job, None)
+
     # -- the change gate ------------------------------------------------------------
 
     async def _compare(self, frame: Frame) -> None:
@@ -334,6 +346,9 @@ class JobRunner:
     async def _failed_call(self, frame: Frame, exc: Exception) -> None:
         job, host = self.job, self.host
         now = host.clock.now()
+        if isinstance(exc, LlmError) and exc.code is LlmErrorCode.NO_IMAGES:
+            await self._cannot_see(exc)
+            return
         job.errors += 1
         if isinstance(exc, LlmError):
             job.last_error = f"{exc.code.value}: {exc.message}"

@@ -317,3 +317,60 @@ def test_any_fragmentation_reassembles(calls, size, with_index):
     assert [(c.id, c.name, c.arguments) for c in result] == [
         (f"call_{i}", name, args) for i, (name, args) in enumerate(calls)
     ]
+
+
+# -- issue 15: never split one call, never run one twice --------------------------------------
+
+
+def test_an_id_that_arrives_late_without_index_does_not_split_the_call():
+    calls = run(
+        [{"type": "function", "function": fn("search_objects", "")}],
+        [{"function": fn(arguments='{"la')}],
+        [{"id": "call_late", "function": fn(arguments='bel": "car"}')}],
+    )
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("call_late", "search_objects", {"label": "car"})
+    ]
+
+
+def test_a_proxy_that_re_ids_every_chunk_without_index():
+    calls = run(
+        [{"id": "chatcmpl-1", "type": "function", "function": fn("set_camera_state", "")}],
+        [{"id": "chatcmpl-2", "function": fn(arguments='{"camera": "drive')}],
+        [{"id": "chatcmpl-3", "function": fn(arguments='way", "feature": "detect", ')}],
+        [{"id": "chatcmpl-4", "function": fn(arguments='"value": "OFF"}')}],
+    )
+    assert len(calls) == 1
+    assert calls[0].arguments == {"camera": "driveway", "feature": "detect", "value": "OFF"}
+
+
+def test_a_trailing_repeat_of_a_finished_call_is_not_a_second_call():
+    # vLLM-style: the header again after the arguments, same index, id and name.
+    header = {"index": 0, "id": "call_1", "type": "function"}
+    calls = run(
+        [{**header, "function": fn("set_camera_state", "")}],
+        [{"index": 0, "function": fn(arguments='{"camera": "driveway", "feature": "detect", ')}],
+        [{"index": 0, "function": fn(arguments='"value": "OFF"}')}],
+        [{**header, "function": fn("set_camera_state", "")}],
+    )
+    assert [(c.id, c.name) for c in calls] == [("call_1", "set_camera_state")]
+    assert calls[0].arguments == {"camera": "driveway", "feature": "detect", "value": "OFF"}
+
+
+def test_a_trailing_whole_repeat_without_index_is_ignored():
+    whole = {
+        "id": "call_9",
+        "type": "function",
+        "function": fn("stop_camera_watch", '{"job_id": "j1"}'),
+    }
+    calls = run([whole], [whole])
+    assert [(c.id, c.arguments) for c in calls] == [("call_9", {"job_id": "j1"})]
+
+
+def test_gemini_parallel_calls_to_one_tool_sharing_an_id_stay_two():
+    calls = run(
+        [{"id": "get_live_context", "function": fn("get_live_context", '{"camera": "front"}')}],
+        [{"id": "get_live_context", "function": fn("get_live_context", '{"camera": "back"}')}],
+    )
+    assert [c.arguments for c in calls] == [{"camera": "front"}, {"camera": "back"}]
+    assert len({c.id for c in calls}) == 2

@@ -8,7 +8,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -30,7 +30,7 @@ from service.llm import (
     stream_turn,
 )
 from service.llm.thinktags import ThinkTagSplitter
-from service.settings import LlmSettings, ProviderSettings
+from service.settings import LlmSettings
 from tests import fake_llm as f
 from tests.broker import REPO
 
@@ -46,41 +46,6 @@ TOOLS = [
     }
 ]
 CALLS = [("search_objects", {"label": "person"}), ("get_camera_frame", {"camera": "front_door"})]
-
-MakeProvider = Callable[..., Provider]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[f.FakeLLM]:
-    async with f.FakeLLM() as server:
-        yield server
-
-
-@pytest.fixture(params=["aiohttp", "httpx"])
-async def make_provider(
-    fake: f.FakeLLM, request: pytest.FixtureRequest
-) -> AsyncIterator[MakeProvider]:
-    """Providers on each of the SDK's HTTP transports: every behaviour holds on both."""
-    made: list[Provider] = []
-
-    def make(**overrides: Any) -> Provider:
-        cfg: dict[str, Any] = {
-            "http_client": request.param,
-            "model": "qwen3-vl",
-            "base_url": fake.base_url,
-            "api_key": "sk-test-secret-1234",
-            "timeout_s": 2.0,
-            "connect_timeout_s": 1.0,
-            "max_retries": 2,
-        }
-        cfg.update(overrides)
-        provider = Provider("local", ProviderSettings(**cfg), retry_base_s=0.01)
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        await provider.aclose()
 
 
 async def collect(provider: Provider, **kwargs: Any) -> list[TurnEvent]:
@@ -733,9 +698,12 @@ async def test_sse_events_survive_any_line_ending_and_any_read_boundary(texts, e
         head, tail = value[:10], value[10:]
         events.append(b"event: chunk" + eol + b"data: " + head + eol + b"data:" + tail + eol + eol)
     body = b"".join(events) + b"data: [DONE]" + eol + eol
+    from service.llm.sse import DONE
+
     payloads = await sse_payloads(body, cuts)
+    assert payloads[-1] == DONE  # a finished stream says so; a cut one does not
     # The two data lines of each event are joined with a newline: JSON does not mind.
-    assert [p["choices"][0]["delta"]["content"] for p in payloads] == texts
+    assert [p["choices"][0]["delta"]["content"] for p in payloads[:-1]] == texts
 
 
 async def test_sse_event_left_unterminated_is_dropped():
