@@ -323,6 +323,9 @@ class SimFrame:
     seq: int
     received_at: float
 
+    def age(self, now: float) -> float:
+        return now - self.received_at
+
 
 @dataclass
 class Outcome:

@@ -150,7 +150,9 @@ class MirrorIngest:
         if update.camera is not None:
             self.registry.learn(update.camera, now)
         self._count(f"updates_{head.type}")
-        self._live.annotate(update)
+        if (changed := self._live.annotate(update)) is not None:
+            # A name or a description arrived: news for a watch on this camera.
+            self._emit(Detection.of_live(changed))
         start = start_time_from_id(update.id) or update.timestamp or now
         patch = update_patch(update, start, now)
         if self._store is not None and patch is not None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from service.frigate.model import Detection, LiveObject
 from service.frigate.payloads import (
+    DescriptionUpdate,
     EventMessage,
     FaceUpdate,
     FrigateObject,
@@ -65,26 +66,39 @@ class LiveTracker:
             became_active=before is not None and before.stationary and not obj.stationary,
             first_seen=previous is None,
             frame_time=obj.frame_time,
+            described=current.described,
         )
 
-    def annotate(self, update: UpdateHead) -> None:
-        """Apply a face guess, or the name or plate a plate reader or classifier found."""
+    def annotate(self, update: UpdateHead) -> LiveObject | None:
+        """Apply a face guess, a description, or the name or plate a reader or classifier found.
+
+        Returns:
+            The live object when a watch may care (a name filled in, a description that
+            arrived), else ``None``.
+        """
         name, score = update_name(update)
         plate = update.plate if isinstance(update, LprUpdate) else None
         face = update if isinstance(update, FaceUpdate) else None
+        described = isinstance(update, DescriptionUpdate) and bool(update.description)
         for objects in self._live.values():
             live = objects.get(update.id)
             if live is None:
                 continue
+            news = False
             if name is not None and live.sub_label is None:
                 live = dataclasses.replace(live, sub_label=name, sub_label_score=score)
+                news = True
             if plate is not None:
                 live = dataclasses.replace(live, plate=plate)
             if face is not None and face.name is not None:
                 # An attempt without a guess (a tie, too few faces) keeps the last one.
                 live = dataclasses.replace(live, face=face.name, face_score=face.score)
+            if described and not live.described:
+                live = dataclasses.replace(live, described=True)
+                news = True
             objects[update.id] = live
-            return
+            return live if news else None
+        return None
 
     def objects(self, camera: str) -> list[LiveObject]:
         """Live objects on ``camera``, oldest first, after dropping expired ones."""
@@ -139,5 +153,6 @@ def _live_object(obj: FrigateObject, previous: LiveObject | None, now: float) ->
         plate=obj.plate or (previous.plate if previous else None),
         face=previous.face if previous else None,
         face_score=previous.face_score if previous else None,
+        described=previous.described if previous else False,
         received_at=now,
     )

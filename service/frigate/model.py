@@ -78,6 +78,8 @@ class LiveObject:
     plate: str | None = None
     face: str | None = None
     face_score: float | None = None
+    described: bool = False
+    """Frigate's GenAI has described it (``tracked_object_update`` ``description``)."""
     received_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +100,7 @@ class LiveObject:
             "plate": self.plate,
             "face": self.face,
             "face_score": self.face_score,
+            "described": self.described,
         }
 
 
@@ -149,6 +152,7 @@ class Detection:
         became_active: It was stationary at the previous message and moves now.
         first_seen: lookout had not seen this object before (new, or lookout just started).
         frame_time: Frigate's frame time of this update.
+        described: Frigate's GenAI has described the object.
     """
 
     camera: str
@@ -163,6 +167,26 @@ class Detection:
     became_active: bool
     first_seen: bool
     frame_time: float | None
+    described: bool = False
+
+    @classmethod
+    def of_live(cls, obj: LiveObject) -> Detection:
+        """An ``update`` about a live object whose name or description just arrived."""
+        return cls(
+            camera=obj.camera,
+            object_id=obj.id,
+            label=obj.label,
+            sub_label=obj.sub_label,
+            zones=obj.current_zones,
+            new_zones=(),
+            stationary=obj.stationary,
+            kind="update",
+            entered_new_zone=False,
+            became_active=False,
+            first_seen=False,
+            frame_time=obj.frame_time,
+            described=obj.described,
+        )
 
     @property
     def wakes(self) -> bool:

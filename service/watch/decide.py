@@ -124,7 +124,9 @@ def decide(  # noqa: PLR0911, PLR0912 - one return per rule reads best
         return Wait(min(job.retry_at, job.deadline), "backoff")
     if frame is None:
         return WaitFrame(job.deadline, 0, "no_frame")
-    if now - frame.received_at > policy.max_frame_age_s:
+    if frame.age(now) > policy.max_frame_age_s:
+        # A retained frame (or Frigate's preview of an offline camera) has no known age
+        # and is never fresh enough to judge.
         return WaitFrame(job.deadline, frame.seq, "stale_frame")
     due, reason = _due(job, wakers, now, policy)
     if due > now:

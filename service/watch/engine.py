@@ -252,7 +252,14 @@ class WatchEngine:
         runner.stop()
         self._counts["cancelled"] += 1
         log.info("watch_cancelled", job_id=job.id, by=access.user)
-        await self.sync(job)
+        by = "" if access.user == job.user else f" by {access.user}"
+        job.notification_message = (
+            f"Stopped watching {self.camera_name(job.camera)} for "
+            f"{job.condition.strip()!r}: cancelled{by}."
+        )
+        # Every way a watch ends has an alert, so whoever waits on it (an automation, a
+        # blueprint) learns of a cancel too, not only of success, time-out and failure.
+        await self.alert(job, None)
         return job, True
 
     async def get(self, access: Access, job_id: str) -> WatchJob:

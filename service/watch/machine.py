@@ -123,6 +123,9 @@ class FrameLike(Protocol):
     def received_at(self) -> float:
         """When the frame arrived (same clock as ``now``)."""
 
+    def age(self, now: float) -> float:
+        """Seconds since it was taken; infinite when unknown (a retained message)."""
+
 
 class MotionLike(Protocol):
     """What the change gate reads of Frigate's motion (``service.frigate.MotionState`` fits)."""

@@ -5,8 +5,9 @@ For a watch ``<id>`` of user ``<user>``:
 * ``<prefix>/<user>/watch/<id>`` (retained): the job's state after every change;
   cleared when the job leaves history (``watch.history_keep_s`` after it ended).
 * ``<prefix>/<user>/watch/<id>/alert``: ``{job_id, camera, condition, message,
-  reasoning, status, end_reason, time}``, once: when the condition is met (``success``)
-  or the watch gives up (``failed``: timeout or error). A cancelled watch is silent.
+  reasoning, status, end_reason, time}``, once, whichever way the watch ends: the
+  condition is met (``success``), it gives up (``failed``: timeout or error) or it is
+  cancelled (``cancelled``).
 * ``<prefix>/<user>/watch/<id>/snapshot``: the model-sized JPEG the model judged "met",
   published just before the alert (retained while the job is in history unless
   ``watch.snapshot_retain`` is off).

@@ -13,7 +13,8 @@ its zones among the watch's zones) is
 * **new and already stationary** (``new_stationary``): Frigate reports a car found
   parked as stationary from its first message after a restart; it is as new as any;
 * **stopped** (``stopped``), **moving again** (``moved``), **in a zone it was not in**
-  (``entered_zone``) or **newly named** (``named``: a face or plate recognised).
+  (``entered_zone``), **newly named** (``named``: a face or plate recognised) or
+  **described** (``described``: Frigate's GenAI description arrived).
 
 It does not wake for an object that is in the situation the model judged it in (a
 parked car's minute-by-minute updates, its box jittering out of and back into a zone),
@@ -31,7 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-WakeReason = Literal["new", "new_stationary", "stopped", "moved", "entered_zone", "named"]
+WakeReason = Literal[
+    "new", "new_stationary", "stopped", "moved", "entered_zone", "named", "described"
+]
 
 MAX_OBJECTS: Final = 512
 """Objects remembered per watch (the oldest are forgotten first)."""
@@ -57,6 +60,8 @@ class DetectionLike(Protocol):
     def kind(self) -> str: ...  # noqa: D102
     @property
     def frame_time(self) -> float | None: ...  # noqa: D102
+    @property
+    def described(self) -> bool: ...  # noqa: D102
 
 
 class LiveLike(Protocol):
@@ -72,6 +77,8 @@ class LiveLike(Protocol):
     def current_zones(self) -> tuple[str, ...]: ...  # noqa: D102
     @property
     def stationary(self) -> bool: ...  # noqa: D102
+    @property
+    def described(self) -> bool: ...  # noqa: D102
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +89,25 @@ class Situation:
     zones: frozenset[str]
     stationary: bool
     sub_label: str | None
+    described: bool = False
 
     @classmethod
     def of_detection(cls, detection: DetectionLike) -> Situation:
         """The situation a detection reports."""
         return cls(
-            detection.label, frozenset(detection.zones), detection.stationary, detection.sub_label
+            detection.label,
+            frozenset(detection.zones),
+            detection.stationary,
+            detection.sub_label,
+            detection.described,
         )
 
     @classmethod
     def of_live(cls, obj: LiveLike) -> Situation:
         """The situation of a tracked object."""
-        return cls(obj.label, frozenset(obj.current_zones), obj.stationary, obj.sub_label)
+        return cls(
+            obj.label, frozenset(obj.current_zones), obj.stationary, obj.sub_label, obj.described
+        )
 
 
 def matters(labels: tuple[str, ...], zones: tuple[str, ...], situation: Situation) -> bool:
@@ -155,7 +169,7 @@ class ObjectMemory:
             # A parked car's box jitters across zone borders all day: an object judged
             # parked stays judged while it stays parked, whatever its zones do.
             return None
-        if reason in ("new", "entered_zone", "named") and not now_in.stationary:
+        if reason in ("new", "entered_zone", "named", "described") and not now_in.stationary:
             seen = self.passers_by.get(now_in)
             if seen is not None and now - seen < forget_after_s:
                 return None
@@ -189,6 +203,8 @@ def _change(  # noqa: PLR0911 - one return per kind of change
         return "moved"
     if now_in.sub_label and now_in.sub_label != before.sub_label:
         return "named"
+    if now_in.described and not before.described:
+        return "described"
     if now_in.zones - before.zones:
         return "entered_zone"
     return None  # it left a zone or lost its name: nothing new to look at

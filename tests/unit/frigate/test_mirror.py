@@ -563,3 +563,29 @@ def test_motion_state_follows_frigate_and_ignores_repeats() -> None:
     unsubscribe()
     mirror.handle("frigate/front_door/motion", b"ON", False)
     assert len(seen) == 2
+
+
+def test_a_description_or_a_name_arriving_is_a_detection_a_face_guess_is_not() -> None:
+    mirror = make_mirror()
+    seen: list[Detection] = []
+    mirror.subscribe_detections(seen.append)
+    oid = f"{T0:.6f}-abc123"
+    mirror.handle("frigate/events", event("new", obj(oid, stationary=True)), False)
+    update = {"id": oid, "camera": "front_door"}
+    mirror.handle(
+        "frigate/tracked_object_update",
+        json.dumps({**update, "type": "face", "name": "Alice", "score": 0.5}).encode(),
+        False,
+    )
+    mirror.handle(
+        "frigate/tracked_object_update",
+        json.dumps({**update, "type": "description", "description": "A courier."}).encode(),
+        False,
+    )
+    mirror.handle(
+        "frigate/tracked_object_update",
+        json.dumps({**update, "type": "description", "description": "Again."}).encode(),
+        False,
+    )
+    kinds = [(d.kind, d.described, d.sub_label) for d in seen]
+    assert kinds == [("new", False, None), ("update", True, None)]

@@ -30,6 +30,9 @@ class F:
     seq: int
     received_at: float
 
+    def age(self, now: float) -> float:
+        return now - self.received_at
+
 
 @dataclass(frozen=True)
 class M:
@@ -42,6 +45,7 @@ class Obj:
     id: str
     label: str = "person"
     sub_label: str | None = None
+    described: bool = False
     current_zones: tuple[str, ...] = ()
     stationary: bool = False
 
@@ -228,3 +232,12 @@ def test_a_not_met_verdict_judges_the_objects_in_view() -> None:
     )
     assert set(j.memory.judged) == {"w1"} and j.gate.verified_at == T0 + 9
     assert j.interval_s == 10 and j.gate.reference == ("r",)
+
+
+def test_a_retained_frame_is_never_fresh_enough() -> None:
+    from service.frames import Frame
+
+    job = WatchJob("j", "u", "cam", "c", T0, T0 + 3600, status=WatchStatus.RUNNING)
+    retained = Frame("cam", b"\xff\xd8\xff\xd9", T0, "snapshot", 1, retained=True)
+    action = decide(job, retained, [], T0 + 1, POLICY)
+    assert action.__class__.__name__ == "WaitFrame"

@@ -408,7 +408,7 @@ async def test_the_same_frame_is_never_judged_twice(tmp_path: Path) -> None:
 # -- cancel safety -----------------------------------------------------------------------
 
 
-async def test_cancel_during_the_model_call_aborts_it_and_never_alerts(rig: Rig) -> None:
+async def test_cancel_during_the_model_call_aborts_it_and_alerts_only_the_cancel(rig: Rig) -> None:
     await rig.start()
     rig.frame(RED)
     release = asyncio.Event()
@@ -426,7 +426,11 @@ async def test_cancel_during_the_model_call_aborts_it_and_never_alerts(rig: Rig)
     release.set()
     await rig.state(job.id, lambda s: s["status"] == "cancelled")
     await rig.vision.wait_cancelled(1)  # lookout hung up on the model
-    assert rig.publisher.on("/alert") == [] and rig.publisher.on("/snapshot") == []
+    # One alert, the cancel's (every way a watch ends has one); the late "met" never.
+    (alert,) = [m.json() for m in rig.publisher.on("/alert")]
+    assert alert["status"] == "cancelled" and alert["end_reason"] == "cancelled"
+    assert "cancelled" in alert["message"] and "too late" not in str(alert)
+    assert rig.publisher.on("/snapshot") == []
     # Cancelling again is harmless and says it did nothing.
     again, done = await rig.engine.cancel(access_for(rig.settings, "alice"), job.id)
     assert not done and again.status is WatchStatus.CANCELLED

@@ -72,6 +72,9 @@ class F:
     seq: int
     received_at: float
 
+    def age(self, now: float) -> float:
+        return now - self.received_at
+
 
 def det(
     object_id: str = "o1",

@@ -133,7 +133,7 @@ def test_response_format_is_a_strict_schema_of_the_five_fields() -> None:
 
 
 def test_provider_sends_the_schema_and_turns_thinking_off_or_drops_it_when_told() -> None:
-    on = Provider("p", ProviderSettings(model="m"))
+    on = Provider("p", ProviderSettings(model="m", base_url="http://llama:8080/v1"))
     body = on.build_request([], response_format=RESPONSE_FORMAT, enable_thinking=False)
     assert body["response_format"] == RESPONSE_FORMAT
     assert body["chat_template_kwargs"] == {"enable_thinking": False}

@@ -23,6 +23,7 @@ class D:
     stationary: bool = False
     kind: str = "update"
     sub_label: str | None = None
+    described: bool = False
     camera: str = "front"
     frame_time: float | None = None
 
@@ -34,6 +35,7 @@ class Live:
     current_zones: tuple[str, ...] = ()
     stationary: bool = False
     sub_label: str | None = None
+    described: bool = False
 
 
 def test_new_stopped_moved_entered_and_named_wake_a_heartbeat_does_not() -> None:
@@ -120,6 +122,9 @@ def test_objects_arriving_together_are_judged_in_one_call(stationary: bool) -> N
         seq: int
         received_at: float
 
+        def age(self, now: float) -> float:
+            return now - self.received_at
+
     # Not on a frame from before the second arrival: one call sees both.
     assert decide(j, F(2, T0 + 1), wakers, T0 + 2, _policy()).__class__.__name__ == "WaitFrame"
     assert decide(j, F(3, T0 + 2), wakers, T0 + 2, _policy()) == Check(3, "wake")
@@ -145,6 +150,9 @@ def test_a_stop_is_looked_at_without_the_unzoned_cooldown() -> None:
         seq: int
         received_at: float
 
+        def age(self, now: float) -> float:
+            return now - self.received_at
+
     passer = [D("c2", zones=("street",), kind="new", frame_time=T0)]
     stop = [D("c1", zones=("street",), stationary=True, frame_time=T0)]
     assert decide(j, F(2, T0 + 2), passer, T0 + 2, _policy()) == Wait(T0 + 9, "schedule")
@@ -153,3 +161,13 @@ def test_a_stop_is_looked_at_without_the_unzoned_cooldown() -> None:
 
 def _policy() -> WatchSettings:
     return WatchSettings(min_interval_s=5, max_frame_age_s=30)
+
+
+def test_a_description_arriving_for_a_judged_object_is_news() -> None:
+    m = ObjectMemory()
+    m.judge([Live("p1", label="person", current_zones=("porch",), stationary=True)], T0)
+    same = D("p1", label="person", zones=("porch",), stationary=True)
+    assert m.observe(same, T0 + 5, FORGET) is None
+    described = D("p1", label="person", zones=("porch",), stationary=True, described=True)
+    assert m.observe(described, T0 + 9, FORGET) == "described"
+    assert m.observe(described, T0 + 70, FORGET) is None  # told once
