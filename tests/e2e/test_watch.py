@@ -290,7 +290,9 @@ async def test_a_watch_that_runs_out_of_time_alerts_as_failed(
         await until(state_q, state_is("expiring01", status="failed", alerted=True))
 
 
-async def test_cancel_during_the_model_call_sends_no_alert(broker, worker_factory, mqtt):
+async def test_cancel_during_the_model_call_alerts_the_cancel_never_the_answer(
+    broker, worker_factory, mqtt
+):
     model = ColourModel()
     async with FakeLLM(responder=model) as fake:
         worker, _ = await start_worker(worker_factory, broker, mqtt, fake)
@@ -308,9 +310,13 @@ async def test_cancel_during_the_model_call_sends_no_alert(broker, worker_factor
         await fake.wait_for_requests(1)  # the model is looking at the green frame, and hangs
         cancelled = await request(mqtt, p, "dave", "watch", {"action": "cancel", "job_id": first})
         assert cancelled[-1]["cancelled"] is True and cancelled[-1]["job"]["status"] == "cancelled"
+        # Its one alert says it was cancelled (whoever waits on alerts learns of it).
+        gone = await next_message(alerts, 10)
+        assert gone.topic == f"{p}/dave/watch/{first}/alert"
+        assert gone.json()["status"] == "cancelled" and gone.json()["end_reason"] == "cancelled"
         await asyncio.wait_for(model.hung_up.wait(), 10)  # lookout hung up on the model
         model.release.set()
-        # A second watch alerts; the cancelled one never did before it.
+        # A second watch alerts; the cancelled one never sends the answer it hung up on.
         await frame(mqtt, p, RED)
         out = await request(
             mqtt,

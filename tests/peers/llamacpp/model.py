@@ -157,9 +157,12 @@ SCRIPTS: dict[Mode, tuple[str, ...]] = {
         " closed",
         ".",
     ),
+    # Keys in the order of lookout's verdict schema: llama.cpp's grammar enforces it.
     Mode.VERDICT_MET: (
         '{"condition_met": ',
         "true",
+        ', "confidence": ',
+        "0.9",
         ', "next_run_in": ',
         "5",
         ', "reasoning": "',
@@ -180,6 +183,8 @@ SCRIPTS: dict[Mode, tuple[str, ...]] = {
     Mode.VERDICT_NOT_MET: (
         '{"condition_met": ',
         "false",
+        ', "confidence": ',
+        "0.8",
         ', "next_run_in": ',
         "120",
         ', "reasoning": "',

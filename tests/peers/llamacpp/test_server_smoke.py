@@ -18,6 +18,7 @@ import httpx2
 import openai
 import pytest
 
+from service.watch.vlm import RESPONSE_FORMAT
 from tests.peers.llamacpp import model
 from tests.peers.llamacpp.server import LlamaServer
 
@@ -46,24 +47,8 @@ TOOLS: list[dict[str, Any]] = [
         },
     },
 ]
-VERDICT_FORMAT: dict[str, Any] = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "watch_verdict",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {
-                "condition_met": {"type": "boolean"},
-                "next_run_in": {"type": "integer", "minimum": 1, "maximum": 300},
-                "reasoning": {"type": "string"},
-                "notification_message": {"type": "string"},
-            },
-            "required": ["condition_met", "next_run_in", "reasoning", "notification_message"],
-            "additionalProperties": False,
-        },
-    },
-}
+VERDICT_FORMAT: dict[str, Any] = RESPONSE_FORMAT
+"""lookout's own watch verdict format, so the real server is tried with what lookout sends."""
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 
 
