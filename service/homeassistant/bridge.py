@@ -7,6 +7,14 @@ button lists the user's watches with a ``watch`` request and cancels each; the L
 sensor asks ``health``. Watch alerts, snapshots and job states are read from the watch
 topics of every user and republished in the shapes Home Assistant's entities want.
 
+Frigate's availability is republished as ``ON``/``OFF`` on a topic of the bridge's own, so
+that Home Assistant's Frigate sensor reads ``off`` rather than ``unknown`` while no Frigate
+has said anything. It comes from every ``health`` reply (its ``frigate.available`` is what
+lookout's Frigate mirror saw; the first reply comes at start, after lookout's
+subscriptions, so a retained ``online`` of Frigate is already counted), and from Frigate's
+``available`` messages themselves when the composition root hands them to :meth:`handle`
+too (the Frigate mirror subscribes to that topic, so the bridge does not list it).
+
 Interface for the composition root: :meth:`HomeAssistantBridge.subscriptions` (filters
 to route to it), :meth:`HomeAssistantBridge.handle` (sync and quick, called by the
 dispatcher for each of those messages) and :meth:`HomeAssistantBridge.run` (the task).
@@ -82,6 +90,7 @@ class HomeAssistantBridge:
         self._conversation: tuple[str, float] | None = None
         self._llm_error: dict[str, Any] | None = None
         self._llm_health: dict[str, Any] | None = None
+        self._frigate: bool | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- wiring ----------------------------------------------------------------------
@@ -105,7 +114,11 @@ class HomeAssistantBridge:
         ]
 
     def handle(self, message: Message) -> None:
-        """Take one routed message; quick and synchronous (the dispatcher's loop calls it)."""
+        """Take one routed message; quick and synchronous (the dispatcher's loop calls it).
+
+        Besides the filters of :meth:`subscriptions` it takes Frigate's ``available``
+        messages, which the Frigate mirror subscribes to.
+        """
         topic = message.topic
         if topic == self.ha.replies:
             self._on_reply(message.payload)
@@ -116,6 +129,8 @@ class HomeAssistantBridge:
             self._enqueue("ask", message.payload)
         elif topic == self.ha.cancel_watches:
             self._enqueue("cancel_watches", None)
+        elif topic == self.topics.frigate_available:
+            self._set_frigate(message.payload.decode("utf-8", "replace"))
         elif (captures := self.topics.watch_state.match(topic)) is not None:
             self._on_watch_state(captures["user"], captures["job_id"], message.payload)
         elif message.retain:
@@ -137,7 +152,7 @@ class HomeAssistantBridge:
             log.info("ha_discovery_removed", topic=self.ha.config)
             return
         await self._announce()
-        self._spawn(self._llm_checks(), "ha-llm-check")
+        self._spawn(self._health_checks(), "ha-health-check")
         try:
             while True:
                 kind, data = await self._work.get()
@@ -200,11 +215,14 @@ class HomeAssistantBridge:
         elif kind == "announce":
             await self._announce()
             self._probe_now.set()
+        elif kind == "frigate":
+            await self._publish_frigate()
 
     async def _announce(self) -> None:
         config = device_config(self.settings, self.topics, self.ha, self._version)
         await self._publish(self.ha.config, encode(config), retain=True)
         await self._publish_watches()
+        await self._publish_frigate()
         log.info("ha_discovery_published", topic=self.ha.config, entities=len(config["cmps"]))
 
     async def _ask(self, question: str) -> None:
@@ -289,8 +307,12 @@ class HomeAssistantBridge:
         ]
         log.info("ha_watches_cancelled", cancelled=len(job_ids) - len(failed), failed=failed)
 
-    async def _llm_checks(self) -> None:
-        """Ask lookout's health now, every interval, and whenever Home Assistant returns."""
+    async def _health_checks(self) -> None:
+        """Ask lookout's health now, every interval, and whenever Home Assistant returns.
+
+        The reply feeds the LLM sensor and the Frigate sensor (what lookout's Frigate
+        mirror saw of Frigate's ``available`` topic).
+        """
         interval = self.settings.llm_check_interval_s
         while True:
             self._probe_now.clear()
@@ -299,8 +321,26 @@ class HomeAssistantBridge:
                 llm = reply.get("llm")
                 self._llm_health = llm if isinstance(llm, dict) else {}
                 await self._publish_llm()
+                frigate = reply.get("frigate")
+                available = frigate.get("available") if isinstance(frigate, dict) else None
+                self._set_frigate(available if isinstance(available, str) else "")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._probe_now.wait(), interval or None)
+
+    def _set_frigate(self, available: str) -> None:
+        """Take Frigate's ``available`` value; queue a publish when the sensor changes.
+
+        ``online`` is ``ON``; ``offline``, ``stopped`` and nothing at all (empty) are ``OFF``.
+        """
+        online = available.strip().lower() == "online"
+        if online != self._frigate:
+            self._frigate = online
+            self._enqueue("frigate", None)
+
+    async def _publish_frigate(self) -> None:
+        if self._frigate is None:
+            return  # not known yet: the first health reply decides
+        await self._publish(self.ha.frigate, b"ON" if self._frigate else b"OFF", retain=True)
 
     async def _publish_llm(self) -> None:
         health = self._llm_health

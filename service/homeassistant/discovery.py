@@ -29,6 +29,16 @@ STATE_MAX = 255
 ALERT_EVENT_TYPES = ("condition_met", "timeout", "error", "cancelled", "alert")
 """Event types of the watch-alert entity: the watch's ``end_reason``, else ``alert``."""
 
+ENTITY_ID_KEYS = ("object_id", "default_entity_id")
+"""How each entity asks for its entity id, so that it is ``<platform>.<node_id>_<key>``
+whatever the device is named. Home Assistant up to 2025.9 knows only ``object_id`` (the
+object id alone) and drops ``default_entity_id`` as an unknown key; 2025.10 added
+``default_entity_id`` (the whole entity id), which wins when both are given, and
+deprecated ``object_id``: it logs a warning for ``object_id`` only when
+``default_entity_id`` is missing, and says that ``object_id`` stops working in 2026.4.
+Home Assistant's discovery schemas drop keys they do not know, so sending both is
+understood by every release from 2024.11 (device-based discovery) on."""
+
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 _ENTITY_UNSAFE = re.compile(r"[^a-z0-9_]")
 
@@ -65,6 +75,9 @@ class HaTopics:
     """LLM connectivity, ``ON``/``OFF`` (retained)."""
     llm_attributes: str
     """What lookout's health said about the model servers (retained JSON)."""
+    frigate: str
+    """Frigate's availability as lookout sees it, ``ON``/``OFF`` (retained): ``OFF`` until
+    Frigate has said ``online``, so the sensor is never ``unknown`` without a Frigate."""
     chat_request: str
     """lookout's own chat request topic for the bridge's user."""
     watch_request: str
@@ -92,6 +105,7 @@ class HaTopics:
             cancel_watches=f"{base}/watches/cancel",
             llm=f"{base}/llm",
             llm_attributes=f"{base}/llm/attributes",
+            frigate=f"{base}/frigate",
             chat_request=f"{topics.prefix}/{user}/chat",
             watch_request=f"{topics.prefix}/{user}/watch",
             health_request=f"{topics.prefix}/{user}/health",
@@ -116,12 +130,15 @@ def device_config(
                   "payload_not_available": "offline"}]  # fmt: skip
 
     def entity(key: str, platform: str, name: str, **options: Any) -> tuple[str, dict[str, Any]]:
+        # Entity ids allow only [a-z0-9_]; a node id may also hold '-'.
+        object_id = _ENTITY_UNSAFE.sub("_", f"{node}_{key}".lower())
         config: dict[str, Any] = {
             "p": platform,
             "name": name,
             "unique_id": f"{node}_{key}",
-            # Entity ids allow only [a-z0-9_]; a node id may also hold '-'.
-            "default_entity_id": f"{platform}.{_ENTITY_UNSAFE.sub('_', f'{node}_{key}'.lower())}",
+            # Both keys on purpose (see ENTITY_ID_KEYS): each release reads the one it knows.
+            "object_id": object_id,
+            "default_entity_id": f"{platform}.{object_id}",
             "availability": available,
         }
         config.update(options)
@@ -147,8 +164,8 @@ def device_config(
             entity("broker_connection", "binary_sensor", "Broker connection",
                    state_topic=topics.status, payload_on="online", payload_off="offline",
                    device_class="connectivity", entity_category="diagnostic"),
-            entity("frigate", "binary_sensor", "Frigate", state_topic=topics.frigate_available,
-                   payload_on="online", payload_off="offline", device_class="connectivity",
+            entity("frigate", "binary_sensor", "Frigate", state_topic=ha.frigate,
+                   payload_on="ON", payload_off="OFF", device_class="connectivity",
                    entity_category="diagnostic"),
             entity("llm", "binary_sensor", "LLM", state_topic=ha.llm,
                    json_attributes_topic=ha.llm_attributes, payload_on="ON", payload_off="OFF",

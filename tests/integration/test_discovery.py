@@ -118,11 +118,13 @@ async def test_every_discovery_payload_is_valid_for_home_assistant(ha: Ha, mqtt:
     for key, config in components.items():
         if key != "broker_connection":
             assert config["availability"][0]["topic"] == status, key
-    # The availability topic really carries lookout's status, and the Frigate sensor
-    # reads Frigate's own topic.
+    # The availability topic really carries lookout's status, and the Frigate sensor reads
+    # the bridge's copy of Frigate's availability: OFF, as no Frigate has said anything.
     available = await next_message(await mqtt.subscribe(status))
     assert available.payload == b"online" and available.retain
-    assert components["frigate"]["state_topic"] == f"{ha.frigate_prefix}/available"
+    assert components["frigate"]["state_topic"] == ha.topics.frigate
+    frigate = await next_message(await mqtt.subscribe(ha.topics.frigate))
+    assert frigate.payload == b"OFF"
 
 
 async def test_a_text_entity_command_is_answered_on_the_sensor_topics(ha: Ha, mqtt: MqttTestClient):

@@ -315,3 +315,56 @@ def test_reply_and_list_parsing():
     jobs = parse_jobs({"jobs": [{"job_id": "a", "status": "running"}, "junk", {"camera": "x"}]})
     assert [(j.job_id, j.active) for j in jobs] == [("a", True)]
     assert parse_jobs({"jobs": None}) == [] and parse_jobs({}) == []
+
+
+def health_with_frigate(available: str | dict[str, str | None] | None) -> Responder:
+    """Health replies saying Frigate's availability (a dict: its current ``value``)."""
+
+    def lookout(kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        if kind == "health":
+            value = available.get("value") if isinstance(available, dict) else available
+            return {**health_reply(), "frigate": {"available": value, "cameras": []}}
+        return None
+
+    return lookout
+
+
+@pytest.mark.parametrize(
+    ("available", "state"),
+    [(None, b"OFF"), ("online", b"ON"), ("offline", b"OFF"), ("stopped", b"OFF")],
+)
+async def test_the_frigate_sensor_starts_from_what_lookout_s_health_says(available, state):
+    # None: Frigate never said anything (lookout's mirror saw no availability): the
+    # sensor reads off, not unknown.
+    bridge = HomeAssistantBridge(
+        HomeAssistantSettings(llm_check_interval_s=0), TopicMap("lk", "fr")
+    )
+    fake = FakeLookout(bridge, health_with_frigate(available))
+    frigate = asyncio.ensure_future(fake.next_on(bridge.ha.frigate))
+    task = asyncio.create_task(bridge.run(fake), name="bridge-under-test")
+    try:
+        assert await frigate == state
+        assert fake.last(bridge.ha.frigate) == (state, True)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_frigate_s_own_availability_messages_update_the_sensor():
+    frigate: dict[str, str | None] = {"value": None}  # what lookout's mirror saw
+    async with running(health_with_frigate(frigate)) as (bridge, fake):
+        await fake.next_on(bridge.ha.frigate)
+        assert "fr/available" not in dict(bridge.subscriptions())  # the mirror's subscription
+        for payload, state in ((b"online", b"ON"), (b"stopped", b"OFF"), (b"online", b"ON")):
+            frigate["value"] = payload.decode()
+            published = asyncio.ensure_future(fake.next_on(bridge.ha.frigate))
+            bridge.handle(msg("fr/available", payload, retain=True))
+            assert await published == state
+        # The same state again publishes nothing new; Home Assistant's birth republishes it.
+        count = len(fake.published)
+        bridge.handle(msg("fr/available", b"online"))
+        again = asyncio.ensure_future(fake.next_on(bridge.ha.frigate))
+        bridge.handle(msg("homeassistant/status", b"online"))
+        assert await again == b"ON"
+        assert [t for t, _, _ in fake.published[count:]].count(bridge.ha.frigate) == 1

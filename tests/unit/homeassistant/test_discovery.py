@@ -77,7 +77,9 @@ def test_one_device_with_the_household_entities():
     assert cmps["question"]["command_topic"] == cmps["ask"]["command_topic"] == t.ask
     assert cmps["answer"]["state_topic"] == t.answer
     assert cmps["answer"]["json_attributes_topic"] == t.answer_attributes
-    assert cmps["frigate"]["state_topic"] == "frigate/available"
+    # Frigate's availability as the bridge republishes it: OFF until Frigate says online.
+    assert cmps["frigate"]["state_topic"] == t.frigate == "lookout/homeassistant/ha/frigate"
+    assert (cmps["frigate"]["payload_on"], cmps["frigate"]["payload_off"]) == ("ON", "OFF")
     assert cmps["broker_connection"]["state_topic"] == topics.status == "lookout/status"
     assert cmps["alert_snapshot"]["image_topic"] == t.snapshot
     assert cmps["watch_alert"]["event_types"] == [
@@ -85,6 +87,10 @@ def test_one_device_with_the_household_entities():
     ]  # fmt: skip
     for key, config in cmps.items():
         assert config["unique_id"] == f"lookout_{key}"
+        # Each release reads the key it knows (object_id up to 2025.9, default_entity_id from
+        # 2025.10, where it wins over object_id); both name the same entity id.
+        assert config["object_id"] == f"lookout_{key}"
+        assert config["default_entity_id"] == f"{config['p']}.lookout_{key}"
         if key == "broker_connection":
             # Its state is lookout's availability: it reads "disconnected", never unavailable.
             assert "availability" not in config
@@ -104,16 +110,26 @@ def test_topics_follow_the_configured_prefixes():
         ha, TopicMap("My-Lookout"), HaTopics.build(ha, TopicMap("My-Lookout")), "0"
     )
     assert dashed["cmps"]["answer"]["default_entity_id"] == "sensor.my_lookout_answer"
+    assert dashed["cmps"]["answer"]["object_id"] == "my_lookout_answer"
     assert dashed["cmps"]["answer"]["unique_id"] == "My-Lookout_answer"
     assert t.config == "ha-test/device/home_lookout/config"
     assert t.ha_status == "ha-test/status"
     assert t.ask == "home/lookout/house/ha/ask"
     assert t.chat_request == "home/lookout/house/chat"
     doc = device_config(ha, topics, t, "0")
-    assert doc["cmps"]["frigate"]["state_topic"] == "nvr/available"
+    assert doc["cmps"]["frigate"]["state_topic"] == t.frigate == "home/lookout/house/ha/frigate"
     assert ha_schema.problems(t.config, doc) == []
     # None of the bridge's topics can be taken for a request or a watch topic.
-    for topic in (t.ask, t.question, t.answer, t.replies, t.alert_event, t.snapshot, t.watches):
+    for topic in (
+        t.ask,
+        t.question,
+        t.answer,
+        t.replies,
+        t.alert_event,
+        t.snapshot,
+        t.watches,
+        t.frigate,
+    ):
         assert topics.request_kind(topic) is None
         assert topics.watch_state.match(topic) is None
         assert topics.watch_alert.match(topic) is None
