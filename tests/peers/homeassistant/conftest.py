@@ -19,7 +19,9 @@ import pytest
 import pytest_asyncio
 
 from tests.broker import Broker
+from tests.fake_llm import FakeLLM
 from tests.peers.homeassistant.harness import HomeAssistant, install
+from tests.peers.homeassistant.lookout import Lookout, Model, install_examples
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +52,56 @@ async def homeassistant(
     finally:
         await ha.close()
 
+
+# -- lookout next to Home Assistant, and the examples installed in it ---------------------
+
+
+@pytest.fixture(scope="session")
+def model() -> Model:
+    return Model()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fake_llm(model: Model) -> AsyncIterator[FakeLLM]:
+    async with FakeLLM(responder=model) as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def lookout_service(
+    homeassistant: HomeAssistant,
+    ha_broker: Broker,
+    fake_llm: FakeLLM,
+    model: Model,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Lookout]:
+    service = Lookout(ha_broker, tmp_path_factory.mktemp("lookout"), fake_llm, model)
+    try:
+        await service.start(homeassistant)
+        await install_examples(homeassistant)
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def lookout(lookout_service: Lookout, homeassistant: HomeAssistant, model: Model) -> Lookout:
+    """lookout as the examples expect it (the default configuration, the instant model)."""
+    model.reset()
+    await lookout_service.ensure(homeassistant)
+    return lookout_service
+
+
+LOG_CHECK = "test_the_home_assistant_log_has_no_errors_or_warnings"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The log check reads what every other test of the tier made Home Assistant do: it
+    runs after the tier's last test (the tier's tests stay together, in file order)."""
+    here = Path(__file__).parent
+    last = [i for i in items if i.name == LOG_CHECK and here in Path(str(i.path)).parents]
+    for item in last:
+        items.remove(item)
+    tier = [n for n, i in enumerate(items) if here in Path(str(i.path)).parents]
+    if tier:
+        items[tier[-1] + 1 : tier[-1] + 1] = last
