@@ -144,17 +144,7 @@ class ChatLoop:
                     content = LENGTH_FALLBACK
                     if self._settings.stream:
                         await self._reply.send("content", {"delta": content})
-                chain.append({"role": "assistant", "content": content})
-                return LoopResult(
-                    content,
-                    reason,
-                    iterations,
-                    executed,
-                    chain,
-                    self._stats(),
-                    reasoning=turn.reasoning,
-                    notes=self._notes,
-                )
+                return self._answer(content, reason, turn, chain, iterations, executed)
             iterations += 1
             chain.append(turn.assistant_message())
             outcomes = await self._run_tools(turn)
@@ -219,10 +209,22 @@ class ChatLoop:
             content_chars=len(turn.content),
             reasoning_chars=len(turn.reasoning),
         )
+        return self._answer(content, "length", turn, chain, iterations, executed)
+
+    def _answer(
+        self,
+        content: str,
+        reason: str,
+        turn: TurnEnd,
+        chain: list[dict[str, Any]],
+        iterations: int,
+        executed: list[dict[str, Any]],
+    ) -> LoopResult:
+        """End the loop with ``content`` as the answer (appended to the chain)."""
         chain.append({"role": "assistant", "content": content})
         return LoopResult(
             content,
-            "length",
+            reason,
             iterations,
             executed,
             chain,

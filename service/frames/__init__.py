@@ -17,7 +17,7 @@ from service.frames.change import (
     thumbnail_from_gray,
 )
 from service.frames.grab import run_grab
-from service.frames.jpeg import FrameError, fetch_latest_jpeg
+from service.frames.jpeg import FrameError, LatestJpeg, fetch_latest
 from service.frames.latest import Frame, FrameStore
 from service.frames.pick import FramePicker, Picked
 
@@ -26,13 +26,14 @@ __all__ = [
     "FrameError",
     "FramePicker",
     "FrameStore",
+    "LatestJpeg",
     "Picked",
     "SceneChange",
     "Thumbnail",
     "Thumbnails",
     "compare",
     "compare_async",
-    "fetch_latest_jpeg",
+    "fetch_latest",
     "run_grab",
     "thumbnail",
     "thumbnail_from_gray",

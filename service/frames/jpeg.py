@@ -205,22 +205,6 @@ class LatestJpeg(NamedTuple):
     offline: bool
 
 
-async def fetch_latest_jpeg(
-    base_url: str,
-    camera: str,
-    timeout: float,
-    *,
-    height: int = MAX_HEIGHT,
-    max_bytes: int = 8 * 1024 * 1024,
-    client: httpx2.AsyncClient | None = None,
-) -> bytes:
-    """The JPEG of :func:`fetch_latest` (same arguments, same errors)."""
-    latest = await fetch_latest(
-        base_url, camera, timeout, height=height, max_bytes=max_bytes, client=client
-    )
-    return latest.jpeg
-
-
 async def fetch_latest(
     base_url: str,
     camera: str,

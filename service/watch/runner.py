@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from service.frames import Frame, FrameError, Thumbnail, fetch_latest_jpeg
+from service.frames import Frame, FrameError, Thumbnail, fetch_latest
 from service.frigate import Detection, LiveObject
 from service.llm import LlmError, LlmErrorCode
 from service.watch.decide import (
@@ -185,11 +185,13 @@ class JobRunner:
         host, camera = self.host, self.job.camera
         assert host.frigate_url is not None  # noqa: S101 - callers check
         try:
-            jpeg = await fetch_latest_jpeg(host.frigate_url, camera, host.frigate_timeout_s)
+            latest = await fetch_latest(host.frigate_url, camera, host.frigate_timeout_s)
         except FrameError as exc:
             log.warning("watch_frame_fetch_failed", camera=camera, reason=exc.reason)
             return False
-        return host.frames.put(camera, jpeg, source="http") is not None
+        # Frigate's preview of an offline camera is stored as such: never fresh enough.
+        frame = host.frames.put(camera, latest.jpeg, source="http", offline=latest.offline)
+        return frame is not None
 
     async def _expire(self) -> None:
         job, host = self.job, self.host

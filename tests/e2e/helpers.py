@@ -89,3 +89,15 @@ async def replay_frigate(mqtt: MqttTestClient, env: Lookout, stored: int = 3) ->
             if store.get("rows_written", 0) >= stored and store.get("pending", 1) == 0:
                 return
             await asyncio.sleep(0.1)  # re-ask cadence, not synchronisation
+
+
+async def tool(mqtt: MqttTestClient, prefix: str, name: str, **arguments: Any) -> dict[str, Any]:
+    """Run one tool as ``admin`` through a `tool` request; its result (the reply must be done)."""
+    out = await request(mqtt, prefix, "admin", "tool", {"tool_name": name, "arguments": arguments})
+    assert out[-1]["type"] == "done", out[-1]
+    return dict(out[-1]["result"])
+
+
+async def health(mqtt: MqttTestClient, prefix: str) -> dict[str, Any]:
+    """lookout's `health` reply."""
+    return (await request(mqtt, prefix, "probe", "health", {}))[-1]

@@ -20,24 +20,15 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.helpers import health, tool
 from tests.fake_llm import FakeLLM
 from tests.frigate_api import FakeFrigateApi, api_event, api_review
 from tests.frigate_replay import SNAPSHOT_JPEG, review_object, tracked_object
-from tests.mqttc import MqttTestClient, next_message, request
+from tests.mqttc import MqttTestClient, next_message
 
 pytestmark = pytest.mark.e2e
 
 CAM = "front_door"
-
-
-async def tool(mqtt: MqttTestClient, prefix: str, name: str, **arguments: Any) -> dict[str, Any]:
-    out = await request(mqtt, prefix, "admin", "tool", {"tool_name": name, "arguments": arguments})
-    assert out[-1]["type"] == "done", out[-1]
-    return dict(out[-1]["result"])
-
-
-async def health(mqtt: MqttTestClient, prefix: str) -> dict[str, Any]:
-    return (await request(mqtt, prefix, "probe", "health", {}))[-1]
 
 
 async def eventually(

@@ -10,20 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.helpers import health, tool
 from tests.frigate_replay import build_session, tracked_object
 from tests.mqttc import MqttTestClient, request
 
 pytestmark = pytest.mark.e2e
-
-
-async def tool(mqtt: MqttTestClient, prefix: str, name: str, **arguments: Any) -> dict[str, Any]:
-    out = await request(mqtt, prefix, "admin", "tool", {"tool_name": name, "arguments": arguments})
-    assert out[-1]["type"] == "done", out[-1]
-    return dict(out[-1]["result"])
-
-
-async def health(mqtt: MqttTestClient, prefix: str) -> dict[str, Any]:
-    return (await request(mqtt, prefix, "probe", "health", {}))[-1]
 
 
 async def wait_stored(

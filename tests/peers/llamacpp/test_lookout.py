@@ -8,7 +8,6 @@ watch verdict; after a tool result it answers in words.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from pathlib import Path
@@ -69,6 +68,16 @@ async def chat(
 
 def content(replies: list[dict[str, Any]]) -> str:
     return "".join(r["delta"] for r in replies if r["type"] == "content")
+
+
+async def watch_giraffes(mqtt: MqttTestClient, prefix: str) -> dict[str, Any]:
+    """Start a watch on a camera with one frame; return its alert (the model says met)."""
+    await mqtt.publish(f"{prefix}/camera/garden/frame", SNAPSHOT_JPEG, qos=0)
+    alerts = await mqtt.subscribe(f"{prefix}/{USER}/watch/+/alert")
+    body = {"action": "start", "camera": "garden", "condition": "a giraffe on the lawn"}
+    replies = await request(mqtt, prefix, USER, "watch", body, timeout=60)
+    assert replies[-1]["type"] == "done", replies[-1]
+    return dict((await next_message(alerts, timeout=60)).json())
 
 
 def requests_served(server: LlamaServer) -> int:
@@ -237,18 +246,7 @@ async def test_a_watch_with_a_real_json_schema_verdict(
     llama_vision_server, worker_factory, broker, mqtt
 ):
     prefix = await start(worker_factory, broker, mqtt, provider(llama_vision_server))
-    await mqtt.publish(f"{prefix}/camera/garden/frame", SNAPSHOT_JPEG, qos=0)
-    alerts = await mqtt.subscribe(f"{prefix}/{USER}/watch/+/alert")
-    replies = await request(
-        mqtt,
-        prefix,
-        USER,
-        "watch",
-        {"action": "start", "camera": "garden", "condition": "a giraffe on the lawn"},
-        timeout=60,
-    )
-    assert replies[-1]["type"] == "done", replies[-1]
-    alert = (await next_message(alerts, timeout=60)).json()
+    alert = await watch_giraffes(mqtt, prefix)
     assert alert["end_reason"] == "condition_met" or alert.get("status") == "success", alert
     assert "Giraffe alert" in str(alert)
 
@@ -257,16 +255,5 @@ async def test_a_watch_on_a_server_that_cannot_see_stops_at_once(
     llama_server, worker_factory, broker, mqtt
 ):
     prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
-    await mqtt.publish(f"{prefix}/camera/garden/frame", SNAPSHOT_JPEG, qos=0)
-    alerts = await mqtt.subscribe(f"{prefix}/{USER}/watch/+/alert")
-    await request(
-        mqtt,
-        prefix,
-        USER,
-        "watch",
-        {"action": "start", "camera": "garden", "condition": "a giraffe on the lawn"},
-        timeout=60,
-    )
-    alert = (await next_message(alerts, timeout=30)).json()
+    alert = await watch_giraffes(mqtt, prefix)
     assert "cannot take images" in str(alert), alert
-    await asyncio.sleep(0)

@@ -14,7 +14,7 @@ import pytest
 from service.frames.jpeg import (
     FrameError,
     choose_reduction,
-    fetch_latest_jpeg,
+    fetch_latest,
     fit_height,
     frigate_reference_prepare,
     jpeg_dimensions,
@@ -267,7 +267,7 @@ async def test_fetch_latest_asks_frigate_for_480_rows() -> None:
         return httpx2.Response(200, content=jpeg, headers={"content-type": "image/jpeg"})
 
     async with client_for(httpx2.MockTransport(handler)) as client:
-        got = await fetch_latest_jpeg("http://frigate:5000/", "front_door", 2.0, client=client)
+        got = (await fetch_latest("http://frigate:5000/", "front_door", 2.0, client=client)).jpeg
     assert got == jpeg
     assert str(seen[0].url) == "http://frigate:5000/api/front_door/latest.jpg?height=480"
     assert seen[0].method == "GET"
@@ -286,7 +286,7 @@ async def test_fetch_latest_failures_carry_a_reason(status: int, body: bytes, re
     transport = httpx2.MockTransport(lambda _req: httpx2.Response(status, content=body))
     async with client_for(transport) as client:
         with pytest.raises(FrameError) as err:
-            await fetch_latest_jpeg("http://frigate", "cam", 2.0, max_bytes=1000, client=client)
+            await fetch_latest("http://frigate", "cam", 2.0, max_bytes=1000, client=client)
     assert err.value.reason == reason
 
 
@@ -300,7 +300,7 @@ async def test_fetch_latest_connection_errors_and_timeouts() -> None:
     for handler, reason in ((refuse, "unreachable"), (slow, "timeout")):
         async with client_for(httpx2.MockTransport(handler)) as client:
             with pytest.raises(FrameError) as err:
-                await fetch_latest_jpeg("http://frigate", "cam", 2.0, client=client)
+                await fetch_latest("http://frigate", "cam", 2.0, client=client)
         assert err.value.reason == reason
 
 
@@ -313,11 +313,11 @@ async def test_fetch_latest_enforces_the_total_deadline() -> None:
 
     async with client_for(httpx2.MockTransport(hang)) as client:
         with pytest.raises(FrameError) as err:
-            await fetch_latest_jpeg("http://frigate", "cam", 0.01, client=client)
+            await fetch_latest("http://frigate", "cam", 0.01, client=client)
     assert err.value.reason == "timeout"
 
 
 async def test_fetch_latest_rejects_unsafe_camera_names() -> None:
     with pytest.raises(FrameError) as err:
-        await fetch_latest_jpeg("http://frigate", "../config", 1.0)
+        await fetch_latest("http://frigate", "../config", 1.0)
     assert err.value.reason == "bad_camera"
