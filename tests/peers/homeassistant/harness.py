@@ -54,7 +54,14 @@ class HomeAssistantError(RuntimeError):
 
 
 def install(timeout: float = 900) -> Path:
-    """The venv's ``hass``, installed by scripts/homeassistant first if it is missing."""
+    """The venv's ``hass``, installed by scripts/homeassistant first if it is missing.
+
+    ``HA_HASS`` names a ``hass`` installed some other way instead (its release is read
+    from its path, ``…/<release>/venv/bin/hass``), e.g. a release newer than the Python
+    of this machine allows, tried by hand.
+    """
+    if os.environ.get("HA_HASS"):
+        return Path(os.environ["HA_HASS"])
     try:
         done = subprocess.run(
             [str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=timeout, check=False
