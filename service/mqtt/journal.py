@@ -36,6 +36,10 @@ requests_table = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("outcome", sa.String(32), nullable=True),
+    # A cluster's ownership (nullable: added by the upgrade, unused by a single worker):
+    # the worker running the request, and how many workers have started it.
+    sa.Column("worker_id", sa.Integer, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=True),
     sa.Index("ix_requests_pending", "finished_at"),
     sa.Index("ix_requests_received", "received_at"),
 )
@@ -53,6 +57,8 @@ class JournalEntry:
     reply_topic: str
     correlation_data: bytes | None
     received_at: float
+    attempt: int = 1
+    """1 for the first run; a cluster's re-run of a dead worker's request counts up."""
 
 
 class Journal:
@@ -65,7 +71,9 @@ class Journal:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._begins = GroupCommit(engine, _insert_new, "journal-begin")
+        self.worker_id: int | None = None
+        """Set in a cluster: requests journaled here are owned by this worker."""
+        self._begins = GroupCommit(engine, self._insert_new, "journal-begin")
         self._finishes = GroupCommit(engine, _mark_finished, "journal-finish")
 
     async def begin(self, entry: JournalEntry) -> bool:
@@ -80,10 +88,65 @@ class Journal:
     async def _begin_one(self, entry: JournalEntry) -> bool:
         try:
             async with begin_write(self._engine) as conn:
-                await conn.execute(requests_table.insert().values(**_entry_row(entry)))
+                row = _entry_row(entry) | _owner(self.worker_id)
+                await conn.execute(requests_table.insert().values(**row))
         except IntegrityError:
             return False
         return True
+
+    def _insert_new(self, conn: sa.Connection, entries: list[JournalEntry]) -> list[bool]:
+        return _insert_new(conn, entries, self.worker_id)
+
+    async def owner(self, user: str, request_id: str) -> tuple[str, int | None] | None:
+        """``(kind, worker id)`` of an unfinished request, or ``None`` (unknown or answered)."""
+        t = requests_table
+        query = sa.select(t.c.kind, t.c.worker_id).where(
+            t.c.user == user, t.c.id == request_id, t.c.finished_at.is_(None)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (str(row[0]), row[1]) if row is not None else None
+
+    async def claim_orphans(
+        self, orphaned: sa.ColumnElement[bool], limit: int
+    ) -> list[JournalEntry]:
+        """Take over up to ``limit`` unfinished requests whose worker is dead; oldest first.
+
+        One statement: the rows are chosen with ``FOR UPDATE SKIP LOCKED``, so workers
+        claiming at once split them, and each row is run by the one worker that won it.
+
+        Args:
+            orphaned: The "owner is dead" condition on ``requests.worker_id``.
+            limit: How many this worker can start now.
+        """
+        t = requests_table
+        chosen = (
+            sa.select(t.c.user, t.c.id)
+            .where(t.c.finished_at.is_(None), orphaned)
+            .order_by(t.c.received_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            t.update()
+            .where(sa.tuple_(t.c.user, t.c.id).in_(chosen))
+            .values(worker_id=self.worker_id, attempt=sa.func.coalesce(t.c.attempt, 1) + 1)
+            .returning(
+                t.c.user,
+                t.c.id,
+                t.c.kind,
+                t.c.topic,
+                t.c.payload,
+                t.c.reply_topic,
+                t.c.correlation_data,
+                t.c.received_at,
+                t.c.attempt,
+            )
+        )
+        async with begin_write(self._engine) as conn:
+            rows = (await conn.execute(stmt)).all()
+        entries = [JournalEntry(*row) for row in rows]
+        return sorted(entries, key=lambda e: e.received_at)
 
     async def finish(self, user: str, request_id: str, outcome: str) -> None:
         """Mark a request as answered with its terminal reply."""
@@ -135,13 +198,21 @@ def _entry_row(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
-def _insert_new(conn: sa.Connection, entries: list[JournalEntry]) -> list[bool]:
+def _owner(worker_id: int | None) -> dict[str, Any]:
+    return {} if worker_id is None else {"worker_id": worker_id, "attempt": 1}
+
+
+def _insert_new(
+    conn: sa.Connection, entries: list[JournalEntry], worker_id: int | None = None
+) -> list[bool]:
     """Insert the entries not journaled yet; ``True`` for each one inserted."""
     t = requests_table
+    owner = _owner(worker_id)
     if len(entries) == 1:
         # The usual case, in one statement: the database says whether it was new.
         dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-        stmt = dialect.insert(t).values(**_entry_row(entries[0])).on_conflict_do_nothing()
+        row = _entry_row(entries[0]) | owner
+        stmt = dialect.insert(t).values(**row).on_conflict_do_nothing()
         return [conn.execute(stmt).rowcount == 1]
     ids = list({entry.id for entry in entries})
     rows = conn.execute(sa.select(t.c.user, t.c.id).where(t.c.id.in_(ids)))
@@ -153,7 +224,7 @@ def _insert_new(conn: sa.Connection, entries: list[JournalEntry]) -> list[bool]:
         results.append(key not in known)
         if key not in known:
             known.add(key)  # a second copy in the same batch is a duplicate too
-            fresh.append(_entry_row(entry))
+            fresh.append(_entry_row(entry) | owner)
     if fresh:
         conn.execute(t.insert(), fresh)
     return results

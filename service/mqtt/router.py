@@ -38,9 +38,9 @@ from service.mqtt.routes import (
     MessageRoute,
     RequestContext,
     RequestRoute,
-    validation_fields,
     validation_message,
 )
+from service.mqtt.serving import execute, guard, safe_error
 from service.mqtt.topics import RequestKind, TopicMap
 
 log = structlog.get_logger(__name__)
@@ -144,7 +144,7 @@ class Dispatcher:
                 if route.matches(message.topic):
                     result = route.handler(message)
                     if result is not None:
-                        self._spawn(_guard(result, route.name, message.topic), f"msg:{route.name}")
+                        self._spawn(guard(result, route.name, message.topic), f"msg:{route.name}")
                     break
             else:
                 self.stats.unrouted += 1
@@ -239,7 +239,7 @@ class Dispatcher:
     async def _reject(self, ctx: RequestContext, message: Message, error: RequestError) -> None:
         self.stats.refused += 1
         try:
-            await _safe_error(ctx, error.code, error.message, **error.details)
+            await safe_error(ctx, error.code, error.message, **error.details)
         finally:
             message.ack()
 
@@ -307,16 +307,16 @@ class Dispatcher:
                 request = route.model.model_validate_json(message.payload)
                 await route.handler(request, ctx)
             except ValidationError as exc:
-                await _safe_error(ctx, ErrorCode.INVALID_REQUEST, validation_message(exc))
+                await safe_error(ctx, ErrorCode.INVALID_REQUEST, validation_message(exc))
             except RequestError as exc:
-                await _safe_error(ctx, exc.code, exc.message, **exc.details)
+                await safe_error(ctx, exc.code, exc.message, **exc.details)
             except Exception:
                 log.exception("request_failed")
-                await _safe_error(ctx, ErrorCode.INTERNAL, "internal error")
+                await safe_error(ctx, ErrorCode.INTERNAL, "internal error")
 
     async def _refuse(self, ctx: RequestContext, message: Message | None, why: str) -> None:
         try:
-            await _safe_error(ctx, ErrorCode.OVERLOADED, f"overloaded: {why}; try again later")
+            await safe_error(ctx, ErrorCode.OVERLOADED, f"overloaded: {why}; try again later")
         finally:
             if message is not None:
                 message.ack()
@@ -348,7 +348,7 @@ class Dispatcher:
                             if reason == ErrorCode.CANCELLED
                             else "lookout is stopping"
                         )
-                        await _safe_error(ctx, reason, text)
+                        await safe_error(ctx, reason, text)
                         if reason == ErrorCode.CANCELLED:
                             return
                         raise
@@ -358,7 +358,7 @@ class Dispatcher:
                         log.exception("journal_write_failed")
                         if message is not None:
                             message.ack()
-                        await _safe_error(
+                        await safe_error(
                             ctx, ErrorCode.UNAVAILABLE, "lookout's store is unavailable; try again"
                         )
                         return
@@ -370,65 +370,9 @@ class Dispatcher:
                         return
                 else:
                     journaled = True
-                outcome = await self._execute(ctx, route, payload)
+                outcome = await execute(ctx, route, payload, self.stats)
             finally:
                 self._running.pop(key, None)
                 self._active_by_kind[ctx.kind] -= 1
                 if journaled:
                     await record_outcome(self._journal, ctx.user, ctx.request_id, outcome)
-
-    async def _execute(self, ctx: RequestContext, route: RequestRoute, payload: bytes) -> str:
-        started = time.perf_counter()
-        try:
-            try:
-                request = route.model.model_validate_json(payload)
-            except ValidationError as exc:
-                raise RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    validation_message(exc),
-                    fields=validation_fields(exc),
-                ) from None
-            await route.handler(request, ctx)
-            if not ctx.reply.finished:
-                raise RuntimeError("handler returned without a terminal reply")
-        except RequestError as exc:
-            await _safe_error(ctx, exc.code, exc.message, **exc.details)
-        except asyncio.CancelledError:
-            reason = ctx.cancel_reason or ErrorCode.SHUTTING_DOWN
-            text = (
-                "cancelled by the caller"
-                if reason == ErrorCode.CANCELLED
-                else "lookout is stopping"
-            )
-            await _safe_error(ctx, reason, text)
-            if reason != ErrorCode.CANCELLED:
-                raise
-        except Exception:
-            self.stats.handler_errors += 1
-            log.exception("request_failed")
-            await _safe_error(
-                ctx, ErrorCode.INTERNAL, "internal error; lookout's log has the details"
-            )
-        log.info(
-            "request_finished",
-            outcome=ctx.reply.terminal,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        return ctx.reply.terminal or "none"
-
-
-async def _safe_error(ctx: RequestContext, code: ErrorCode, message: str, **details: Any) -> None:
-    if ctx.reply.finished:
-        return
-    try:
-        # Shielded: a shutdown cancel must not cut off the one reply the caller waits for.
-        await asyncio.shield(ctx.reply.error(code, message, **details))
-    except Exception:
-        log.exception("reply_failed")
-
-
-async def _guard(result: Awaitable[None], route: str, topic: str) -> None:
-    try:
-        await result
-    except Exception:
-        log.exception("message_handler_failed", route=route, topic=topic)

@@ -8,6 +8,7 @@ topic map must agree on them.
 
 from __future__ import annotations
 
+from service.settings.cluster import ClusterSettings, resolve_worker_name
 from service.settings.homeassistant import HomeAssistantSettings
 from service.settings.load import CONFIG_ENV, ENV_PREFIX, ConfigError, load_settings
 from service.settings.names import (
@@ -43,6 +44,7 @@ __all__ = [
     "AuthSettings",
     "CameraSettings",
     "ChatSettings",
+    "ClusterSettings",
     "ConfigError",
     "FrigateSettings",
     "HomeAssistantSettings",
@@ -57,4 +59,5 @@ __all__ = [
     "WatchSettings",
     "is_zone_name",
     "load_settings",
+    "resolve_worker_name",
 ]

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.settings.cluster import ClusterSettings
 from service.settings.homeassistant import HomeAssistantSettings
 from service.settings.names import NAME_PATTERN
 from service.settings.watch import WatchSettings
@@ -236,3 +237,15 @@ class Settings(_Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+    @model_validator(mode="after")
+    def _cluster_needs_postgres(self) -> Settings:
+        # Ownership across workers lives in PostgreSQL's advisory locks and rows; a SQLite
+        # file cannot be shared by processes on several hosts.
+        if self.cluster.enabled and not self.store.url.startswith(("postgresql", "postgres:")):
+            raise ValueError(
+                "cluster.enabled needs store.url on PostgreSQL (postgresql://user@host/db): "
+                "the workers share their requests, watches and roles through it"
+            )
+        return self
