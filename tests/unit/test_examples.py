@@ -1,8 +1,9 @@
 """The examples agree with lookout: topics, payload fields and entity ids they rely on.
 
-The Node-RED flow runs for real in ``tests/e2e/test_nodered.py`` and the one-liners in
-``tests/e2e/test_oneliners.py``; Home Assistant cannot run here, so its package and
-blueprint are checked against what lookout actually accepts and publishes.
+The Node-RED flow runs for real in ``tests/e2e/test_nodered.py``, the one-liners in
+``tests/e2e/test_oneliners.py`` and the Home Assistant package and blueprint in
+``tests/peers/homeassistant/`` (a real Home Assistant); here they are checked against what
+lookout actually accepts and publishes, quickly and without Home Assistant.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def test_the_ask_script_sends_a_chat_request_and_waits_on_its_reply_topic():
     assert topics.request_kind(publish["data"]["topic"]) == ("chat", "homeassistant")
     assert publish["data"]["qos"] == 1
     keys = payload_keys(publish["data"]["payload"])
-    assert keys == {"id", "text", "stream", "conversation_id"} <= set(ChatRequest.model_fields)
+    assert keys == {"id", "text", "stream", "conversation_id", "reply_retain"}
+    assert keys <= set(ChatRequest.model_fields)
+    # The wait subscribes after the publish: the answer must stay retained for it.
+    assert "'reply_retain': true" in publish["data"]["payload"]
     (variables, *_) = steps(script["sequence"], "variables")
     reply = variables["variables"]["reply_topic"].replace("{{ request_id }}", "ha123")
     assert reply == topics.default_reply("homeassistant", "ha123")
@@ -92,7 +96,7 @@ def test_the_automation_uses_entities_discovery_creates():
     assert caller["sequence"][0]["action"] == "script.lookout_ask"
 
 
-def test_the_blueprint_starts_a_watch_and_waits_for_its_alert():
+def test_the_blueprint_starts_a_watch_and_waits_for_its_end():
     blueprint = load(BLUEPRINT)
     assert blueprint["blueprint"]["domain"] == "script"
     inputs = blueprint["blueprint"]["input"]
@@ -103,8 +107,11 @@ def test_the_blueprint_starts_a_watch_and_waits_for_its_alert():
     (publish,) = [s for s in sequence if s.get("action") == "mqtt.publish"]
     assert publish["data"]["topic"] == "{{ prefix }}/{{ user }}/watch"
     keys = payload_keys(publish["data"]["payload"])
-    assert keys == {"id", "action", "camera", "condition", "max_duration_minutes", "labels"}
+    assert keys == {
+        "id", "action", "camera", "condition", "max_duration_minutes", "labels", "reply_retain"
+    }  # fmt: skip
     assert keys <= set(WatchRequest.model_fields)
+    assert "'reply_retain': true" in publish["data"]["payload"]
     waits = [s["wait_for_trigger"][0]["topic"] for s in steps(sequence, "wait_for_trigger")]
     fill = {"{{ prefix }}": "lookout", "{{ user }}": "homeassistant", "{{ request_id }}": "r1",
             "{{ job_id }}": "j1"}  # fmt: skip
@@ -116,7 +123,8 @@ def test_the_blueprint_starts_a_watch_and_waits_for_its_alert():
         concrete.append(topic)
     topics = TopicMap()
     assert concrete[0] == topics.default_reply("homeassistant", "r1")
-    assert topics.watch_alert.match(concrete[1]) == {"user": "homeassistant", "job_id": "j1"}
+    # The end is read from the watch's retained state (the alert is not retained).
+    assert topics.watch_state.match(concrete[1]) == {"user": "homeassistant", "job_id": "j1"}
 
 
 def test_the_node_red_flow_is_wired_and_configured_in_one_place():
