@@ -13,7 +13,7 @@ import httpx2
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from service.settings import NAME_RE, CameraSettings
+from service.settings import NAME_RE, CameraSettings, is_zone_name
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ async def import_frigate_config(
         zones: dict[str, Any] = {
             zone: _name(zcfg.friendly_name if zcfg else None) or ""
             for zone, zcfg in entry.zones.items()
-            if NAME_RE.fullmatch(zone)
+            if is_zone_name(zone)
         }
         cameras[camera] = CameraSettings(friendly_name=_name(entry.friendly_name), zones=zones)
     log.info("frigate_config_imported", cameras=len(cameras))

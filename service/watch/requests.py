@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from service.frames import FrameStore
 from service.frigate import FrigateMirror
 from service.mqtt import ErrorCode, Request, RequestError, TopicMap
-from service.settings import NAME_RE, WatchSettings
+from service.settings import NAME_RE, WatchSettings, is_zone_name
 from service.tools import Access
 from service.watch.machine import WatchJob
 
@@ -132,7 +132,7 @@ def resolve_zones(frigate: FrigateMirror, camera: str, zones: list[str]) -> tupl
         found = frigate.resolve_zone(name, [camera])
         if found:
             out += found
-        elif not known and NAME_RE.fullmatch(name):
+        elif not known and is_zone_name(name):
             out.append(name)
         else:
             raise RequestError(

@@ -416,6 +416,8 @@ FRIGATE_CONFIG = {
             "zones": {
                 "porch": {"coordinates": "0,0,1,1", "friendly_name": "Veranda"},
                 "walkway": {},
+                "Vorgarten Süd": {"friendly_name": "Vorgarten"},  # Frigate takes any key
+                "a/b": {},  # not a topic level: the one kind refused
             },
         },
         "driveway": {"enabled": True, "zones": {}},
@@ -434,7 +436,13 @@ async def test_import_api_config_adds_names_settings_win() -> None:
     assert mirror.camera("front_door").friendly_name == "Haustür"  # type: ignore[union-attr]
     assert mirror.camera("driveway").friendly_name == "Einfahrt"  # type: ignore[union-attr]
     assert mirror.resolve_zone("veranda") == ["porch"]
-    assert [z.friendly_name for z in mirror.camera("front_door").zones] == ["Veranda", "Walkway"]  # type: ignore[union-attr]
+    zones = mirror.camera("front_door").zones  # type: ignore[union-attr]
+    assert [(z.id, z.friendly_name) for z in zones] == [
+        ("Vorgarten Süd", "Vorgarten"),
+        ("porch", "Veranda"),
+        ("walkway", "Walkway"),
+    ]
+    assert mirror.resolve_zone("vorgarten") == ["Vorgarten Süd"]
 
 
 @pytest.mark.parametrize(
