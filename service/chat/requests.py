@@ -156,6 +156,10 @@ class ChatService:
         if target is None or self.dispatcher is None:
             raise RequestError(ErrorCode.INVALID_REQUEST, "name the chat to cancel by its 'id'")
         running = self.dispatcher.running(ctx.user, target)
+        remote = self.dispatcher.remote_cancel
+        # In a cluster the chat may run on another worker: that one is asked to stop it.
+        if running is None and remote is not None and await remote(ctx.user, target, "chat"):
+            return
         if running is None or running.kind.value != "chat":
             raise RequestError(ErrorCode.NOT_FOUND, f"no chat {target!r} of yours is running")
         self.dispatcher.cancel(ctx.user, target)

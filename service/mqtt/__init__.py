@@ -9,6 +9,7 @@ execution and guarantees one terminal reply per request.
 from __future__ import annotations
 
 from service.mqtt.bus import BusAuthError, BusUnavailableError, Message, MqttBus
+from service.mqtt.control import ClusterControl, bind_cancels
 from service.mqtt.envelope import (
     TERMINAL_TYPES,
     ErrorCode,
@@ -29,6 +30,7 @@ __all__ = [
     "Admission",
     "BusAuthError",
     "BusUnavailableError",
+    "ClusterControl",
     "Dispatcher",
     "ErrorCode",
     "HealthReporter",
@@ -46,5 +48,6 @@ __all__ = [
     "RequestKind",
     "RequestRoute",
     "TopicMap",
+    "bind_cancels",
     "filter_matches",
 ]

@@ -23,7 +23,6 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -32,51 +31,24 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from service.mqtt.link import (
+    BusAuthError,
+    BusState,
+    BusUnavailableError,
+    Message,
+    raise_if_cancel_was_swallowed,
+    reason_code,
+)
 from service.mqtt.topics import TopicMap
 from service.settings import MqttSettings
+
+__all__ = ["BusAuthError", "BusState", "BusUnavailableError", "Message", "MqttBus"]
 
 log = structlog.get_logger(__name__)
 
 # CONNACK codes that mean "these credentials will never work": 4/5 in MQTT 3.1.1,
 # 0x86 (bad user name or password), 0x87 (not authorized), 0x8C (bad auth method) in 5.
 _AUTH_FAILURES = frozenset({4, 5, 134, 135, 140})
-
-
-class BusAuthError(Exception):
-    """The broker refused our credentials; retrying would not help."""
-
-
-class BusUnavailableError(Exception):
-    """The broker did not come back within the caller's patience."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Message:
-    """One inbound message, free of aiomqtt types."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    _ack: Callable[[], None] | None = field(default=None, repr=False)
-
-    def ack(self) -> None:
-        """Acknowledge a QoS 1 message to the broker (idempotent, safe after a reconnect)."""
-        if self._ack is not None:
-            self._ack()
-
-
-@dataclass(slots=True)
-class BusState:
-    """What `health` reports about the broker link."""
-
-    connected: bool = False
-    connects: int = 0
-    last_connected_at: float | None = None
-    last_error: str | None = None
-    dropped: int = 0
 
 
 class MqttBus:
@@ -91,6 +63,10 @@ class MqttBus:
         *,
         announce: bool = True,
         persistent: bool = True,
+        client_id: str | None = None,
+        status_topic: str | None = None,
+        also_online: tuple[str, ...] = (),
+        will_delay_s: int | None = None,
     ) -> None:
         """Prepare the bus; nothing connects until :meth:`run`.
 
@@ -102,7 +78,21 @@ class MqttBus:
             announce: Publish the retained ``online``/``offline`` status and the will
                 (the worker does; command-line clients do not).
             persistent: Keep a broker session across disconnects (the worker does).
+            client_id: Instead of ``mqtt.client_id`` (a cluster's workers each have one).
+            status_topic: Where ``online``/``offline`` and the will go (default: the
+                service's ``<prefix>/status``; a cluster worker's own topic).
+            also_online: More retained topics that get ``online`` at every connect (and
+                no will: a cluster worker announces the service this way).
+            will_delay_s: Publish the will only this long after the link died (MQTT 5
+                Will Delay Interval); a connection to the session before then cancels it.
         """
+        self.client_id = client_id or settings.client_id
+        self.status_topic = status_topic or topics.status
+        self._also_online = also_online
+        self._will_delay_s = will_delay_s
+        self.offline_on_stop = True
+        """Publish ``offline`` at a graceful stop (a cluster worker that is not the last
+        one leaves the service's status alone)."""
         self._announce = announce
         self._persistent = persistent
         self._settings = settings
@@ -137,7 +127,7 @@ class MqttBus:
                     attempt = 0
                     await self._serve(client)
             except aiomqtt.MqttCodeError as exc:
-                if isinstance(exc, MqttConnectError) and _rc(exc) in _AUTH_FAILURES:
+                if isinstance(exc, MqttConnectError) and reason_code(exc) in _AUTH_FAILURES:
                     # No traceback: the broker's reason code says all there is to say.
                     log.error("mqtt_auth_failed", host=self._settings.host, reason=str(exc))  # noqa: TRY400
                     raise BusAuthError(f"broker refused the credentials: {exc}") from None
@@ -165,7 +155,8 @@ class MqttBus:
         for topic_filter, qos in self._subscriptions:
             await client.subscribe(topic_filter, qos=qos)
         if self._announce:
-            await client.publish(self._topics.status, b"online", qos=1, retain=True)
+            for topic in (self.status_topic, *self._also_online):
+                await client.publish(topic, b"online", qos=1, retain=True)
         for topic, payload in list(self._retained.items()):
             await client.publish(topic, payload, qos=1, retain=True)
         self._generation += 1
@@ -185,17 +176,17 @@ class MqttBus:
             subscriptions=len(self._subscriptions),
         )
         try:
-            _raise_if_cancel_was_swallowed()
+            raise_if_cancel_was_swallowed()
             async for raw in client.messages:
                 self._accept(self._convert(raw, client, generation))
         except asyncio.CancelledError:
             # Graceful stop: say goodbye ourselves; a clean DISCONNECT suppresses the will.
             self._connected.clear()
-            if not self._announce:
+            if not (self._announce and self.offline_on_stop):
                 raise
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    client.publish(self._topics.status, b"offline", qos=1, retain=True), 2.0
+                    client.publish(self.status_topic, b"offline", qos=1, retain=True), 2.0
                 )
             log.info("mqtt_offline_published")
             raise
@@ -329,6 +320,18 @@ class MqttBus:
                     continue
                 return
 
+    async def unsubscribe(self, filters: list[str]) -> None:
+        """Stop receiving ``filters`` (and forget them for later reconnects).
+
+        A cluster worker that stops while others live leaves the shared subscription
+        first, so the broker gives new requests only to the workers that stay.
+        """
+        self._subscriptions = [(f, q) for f, q in self._subscriptions if f not in filters]
+        client = self._client
+        if client is not None and filters:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(filters, timeout=5)
+
     async def retain(self, topic: str, payload: bytes) -> None:
         """Publish a retained message now and again after every reconnect.
 
@@ -374,7 +377,13 @@ class MqttBus:
         else:
             kwargs["clean_session"] = not self._persistent
         if self._announce:
-            kwargs["will"] = aiomqtt.Will(self._topics.status, b"offline", qos=1, retain=True)
+            will_props = None
+            if self._will_delay_s and v5:
+                will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+                will_props.WillDelayInterval = self._will_delay_s
+            kwargs["will"] = aiomqtt.Will(
+                self.status_topic, b"offline", qos=1, retain=True, properties=will_props
+            )
         if s.tls:
             context = ssl.create_default_context(cafile=s.tls_ca_certs)
             if s.tls_insecure:
@@ -384,7 +393,7 @@ class MqttBus:
         client = aiomqtt.Client(
             s.host,
             s.port,
-            identifier=s.client_id,
+            identifier=self.client_id,
             username=s.username,
             password=s.password.get_secret_value() if s.password else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
@@ -420,21 +429,3 @@ async def _unless_lost(publish: Coroutine[Any, Any, None], lost: asyncio.Future[
     if not task.done() or task.cancelled():
         raise aiomqtt.MqttError("connection lost while publishing")
     task.result()
-
-
-def _raise_if_cancel_was_swallowed() -> None:
-    """Honour a cancel that Python 3.11's ``asyncio.wait_for`` lost.
-
-    aiomqtt waits for acks with ``wait_for``; on 3.11 a cancel that lands just as the
-    ack arrives is swallowed (fixed in 3.12), and a stop requested during connect would
-    go unnoticed until the next cancel. The request is still counted on the task.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _rc(exc: aiomqtt.MqttCodeError) -> int:
-    rc: Any = exc.rc
-    value = getattr(rc, "value", rc)
-    return int(value) if isinstance(value, int) else -1

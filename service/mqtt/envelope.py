@@ -53,7 +53,7 @@ class ErrorCode(StrEnum):
 TERMINAL_TYPES = frozenset({"done", "error"})
 REPLY_RETAIN_S = 120.0
 """How long a ``reply_retain`` terminal reply stays retained (MQTT 5 message expiry)."""
-ENVELOPE_KEYS = frozenset({"id", "type", "seq"})
+ENVELOPE_KEYS = frozenset({"id", "type", "seq", "attempt"})
 
 
 class RequestError(Exception):
@@ -164,10 +164,14 @@ class ReplyChannel:
     delivered to the broker.
     """
 
-    def __init__(self, publisher: Publisher, route: ReplyRoute, request_id: str) -> None:
+    def __init__(
+        self, publisher: Publisher, route: ReplyRoute, request_id: str, attempt: int = 1
+    ) -> None:
         self._publisher = publisher
         self.route = route
         self.request_id = request_id
+        self.attempt = attempt
+        """Above 1 on a cluster's re-run of a dead worker's request: every reply says so."""
         self._seq = 0
         self.terminal: str | None = None
         self._outbox: asyncio.Queue[bytes | None] | None = None
@@ -198,6 +202,9 @@ class ReplyChannel:
             # Claimed before the await so a concurrent sender cannot add a second one.
             self.terminal = type_
         message = {"id": self.request_id, "type": type_, "seq": self._seq, **(body or {})}
+        if self.attempt > 1:
+            # Its seq starts at 0 again: the caller drops what the first attempt sent.
+            message["attempt"] = self.attempt
         self._seq += 1
         payload = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
         if type_ not in TERMINAL_TYPES:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.store import GroupCommit, begin_write, metadata
+from service.store import GroupCommit, begin_write, metadata, orphaned
 
 log = structlog.get_logger(__name__)
 
@@ -107,22 +107,21 @@ class Journal:
             row = (await conn.execute(query)).first()
         return (str(row[0]), row[1]) if row is not None else None
 
-    async def claim_orphans(
-        self, orphaned: sa.ColumnElement[bool], limit: int
-    ) -> list[JournalEntry]:
+    async def claim_orphans(self, limit: int) -> list[JournalEntry]:
         """Take over up to ``limit`` unfinished requests whose worker is dead; oldest first.
 
         One statement: the rows are chosen with ``FOR UPDATE SKIP LOCKED``, so workers
         claiming at once split them, and each row is run by the one worker that won it.
 
         Args:
-            orphaned: The "owner is dead" condition on ``requests.worker_id``.
             limit: How many this worker can start now.
         """
         t = requests_table
+        if limit <= 0:
+            return []
         chosen = (
             sa.select(t.c.user, t.c.id)
-            .where(t.c.finished_at.is_(None), orphaned)
+            .where(t.c.finished_at.is_(None), orphaned(t.c.worker_id))
             .order_by(t.c.received_at)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -67,7 +67,9 @@ class Dispatcher:
         message_routes: list[MessageRoute],
         admission: Callable[[str, int], RequestError | None] | None = None,
         protected_prefixes: tuple[str, ...] = (),
+        share_group: str | None = None,
     ) -> None:
+        self._share_group = share_group
         self._admission = admission
         self._protected = protected_prefixes
         self._publisher = publisher
@@ -84,11 +86,34 @@ class Dispatcher:
         self._ready = asyncio.Event()
         """Set once :meth:`run` can take messages (tests wait on it)."""
         self.stats = DispatchStats()
+        self.remote_cancel: Callable[[str, str, str], Awaitable[bool]] | None = None
+        """In a cluster: cancel ``(user, request id, kind)`` on the worker that runs it."""
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """Every filter the bus must subscribe to, requests at QoS 1."""
         subs = [(self._topics.requests[kind].filter, 1) for kind in self._requests]
+        if self._share_group is not None:
+            # A cluster's workers share the requests: the broker gives each to one of them.
+            subs = [(f"$share/{self._share_group}/{f}", qos) for f, qos in subs]
         return subs + [(route.filter, route.qos) for route in self._messages]
+
+    def request_filters(self) -> list[str]:
+        """The request filters of :meth:`subscriptions` (shared in a cluster)."""
+        count = len(self._requests)
+        return [f for f, _ in self.subscriptions()[:count]]
+
+    def capacity(self) -> int:
+        """How many more requests may start now (for a cluster's takeovers)."""
+        free = MAX_IN_FLIGHT - len(self._running)
+        for kind, route in self._requests.items():
+            if route.limit is not None:
+                free = min(free, route.limit - self._active_by_kind.get(kind, 0))
+        return max(0, free) if self._tg is not None else 0
+
+    def claim(self, entries: list[JournalEntry]) -> None:
+        """Run requests taken over from a dead worker (already journaled as ours)."""
+        for entry in entries:
+            self._replay(entry)
 
     async def run(self, messages: Any, replay: list[JournalEntry] | None = None) -> None:
         """Dispatch until cancelled; cancelling ends every running request with `shutting_down`.
@@ -256,11 +281,20 @@ class Dispatcher:
             request_id=entry.id,
             kind=kind,
             reply=ReplyChannel(
-                self._publisher, ReplyRoute(entry.reply_topic, entry.correlation_data), entry.id
+                self._publisher,
+                ReplyRoute(entry.reply_topic, entry.correlation_data),
+                entry.id,
+                entry.attempt,
             ),
             received_at=entry.received_at,
         )
-        log.info("request_replayed", user=entry.user, request_id=entry.id, kind=entry.kind)
+        log.info(
+            "request_replayed",
+            user=entry.user,
+            request_id=entry.id,
+            kind=entry.kind,
+            attempt=entry.attempt,
+        )
         if route is None:
             self._spawn(self._refuse(ctx, None, f"unknown kind {entry.kind}"), "replay")
             self._spawn(skip_entry(self._journal, entry), "replay-skip")

@@ -7,6 +7,14 @@ other parts use for their own tables. Depends only on the settings.
 
 from __future__ import annotations
 
+from service.store.cluster import (
+    ROLES,
+    ClusterError,
+    Lease,
+    WorkerInfo,
+    live_worker_ids,
+    orphaned,
+)
 from service.store.conversations import Conversation, ConversationStore
 from service.store.db import (
     GroupCommit,
@@ -23,7 +31,9 @@ from service.store.schema import END_REASONS, EventPatch, EventRow, ReviewPatch,
 __all__ = [
     "END_REASONS",
     "NOT_REPORTED",
+    "ROLES",
     "WENT_AWAY",
+    "ClusterError",
     "Conversation",
     "ConversationStore",
     "Ended",
@@ -32,11 +42,15 @@ __all__ = [
     "EventStore",
     "GroupCommit",
     "HistoryBounds",
+    "Lease",
     "ReviewPatch",
     "ReviewRow",
+    "WorkerInfo",
     "begin_write",
     "create_engine",
     "create_tables",
     "dispose",
+    "live_worker_ids",
     "metadata",
+    "orphaned",
 ]

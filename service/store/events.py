@@ -42,6 +42,7 @@ from service.store.schema import (
     review_row,
     reviews_table,
 )
+from service.store.standby import Standby
 from service.store.upkeep import Purged, purge
 from service.store.writer import BatchWriter
 
@@ -107,6 +108,8 @@ class EventStore:
             retry_max_s=retry_max_s,
             on_write_error=on_write_error,
         )
+        self._standby: Standby | None = None
+        """Set while a cluster's other worker writes the history (see ``stand_by``)."""
         self._analyzed_at = 0
         self._review_span = OPEN_REVIEW_HORIZON_S
         """Longest review segment known (at least the open-review horizon); see ``reviews``."""
@@ -157,7 +160,25 @@ class EventStore:
         Returns:
             ``False`` if the buffer is full and the patch was dropped (counted, logged).
         """
+        if self._standby is not None:
+            self._standby.hold(patch)
+            return True
         return self._writer.submit(patch)
+
+    def stand_by(self, keep_s: float) -> None:
+        """Hold patches instead of writing them (a cluster worker that is not the writer)."""
+        self._standby = Standby(keep_s)
+
+    def take_over(self) -> int:
+        """Become the writer: write the held patches first, then everything that comes."""
+        standby, self._standby = self._standby, None
+        held = standby.take() if standby is not None else []
+        for patch in held:
+            if isinstance(patch, EventPatch):
+                self._writer.submit(patch)
+            else:
+                self._writer.submit_review(patch)
+        return len(held)
 
     def submit_review(self, patch: ReviewPatch) -> bool:
         """Queue a review patch for writing; O(1), never blocks.
@@ -167,6 +188,9 @@ class EventStore:
         """
         if patch.end_time is not None:
             self._review_span = max(self._review_span, patch.end_time - patch.start_time)
+        if self._standby is not None:
+            self._standby.hold(patch)
+            return True
         return self._writer.submit_review(patch)
 
     def stats(self) -> dict[str, int]:

@@ -7,10 +7,12 @@ that starts, resumes, cancels and lists them and publishes their states and aler
 
 from __future__ import annotations
 
+from service.watch.cluster import ClusterWatches
 from service.watch.engine import WatchEngine
 from service.watch.requests import WatchRequest
 
 __all__ = [
+    "ClusterWatches",
     "WatchEngine",
     "WatchRequest",
 ]

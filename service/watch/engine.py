@@ -27,7 +27,7 @@ from service.mqtt import ErrorCode, Publisher, RequestError, TopicMap
 from service.settings import Settings
 from service.tools import Access, StartWatchArgs, access_for, local_zone
 from service.watch.chat_tools import start_from_tool, stop_from_tool
-from service.watch.host import Clock, SystemClock, VisionModel
+from service.watch.host import Clock, ClusterHooks, SystemClock, VisionModel
 from service.watch.machine import WatchEvent, WatchJob
 from service.watch.output import WatchOutput
 from service.watch.requests import (
@@ -106,6 +106,8 @@ class WatchEngine:
         self._tg: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
         self._counts = {"started": 0, "cancelled": 0, "resumed": 0}
+        self.cluster: ClusterHooks | None = None
+        """Set in a cluster: ownership, takeovers and cancels across workers."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -119,7 +121,11 @@ class WatchEngine:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await self._resume()
+                if self.cluster is None:
+                    await self._resume()
+                else:
+                    # In a cluster only orphans are resumed: a live worker's watches stay its own.
+                    await self.cluster.adopt(self)
                 self._ready.set()
                 interval = min(3600.0, max(10.0, self.policy.history_keep_s / 4))
                 while True:
@@ -246,6 +252,8 @@ class WatchEngine:
         """
         job = await self.get(access, job_id)
         runner = self._live.get(job_id)
+        if runner is None and self.cluster is not None and job.can(WatchEvent.CANCEL):
+            return await self.cluster.cancel_elsewhere(self, access, job)
         if runner is None or not job.can(WatchEvent.CANCEL):
             return job, False
         job.transition(WatchEvent.CANCEL, self.clock.now())
@@ -349,13 +357,26 @@ class WatchEngine:
             if runner.job.camera == detection.camera:
                 runner.on_detection(detection)
 
+    def live_ids(self) -> set[str]:
+        """Ids of the watches this worker runs."""
+        return set(self._live)
+
+    def active_count(self) -> int:
+        """Watches running on this worker."""
+        return len(self._active())
+
     def _active(self) -> list[WatchJob]:
         return [r.job for r in self._live.values() if r.job.active]
 
     async def _resume(self) -> None:
         for job in await self.store.unalerted():
             self.output.resend(job)
-        jobs = await self.store.unfinished()
+        await self.resume(await self.store.unfinished())
+
+    async def resume(self, jobs: list[WatchJob]) -> None:
+        """Run stored watches again (at start, or taken over from a dead worker)."""
+        if self._tg is None:
+            return
         for job in jobs:
             job.transition(WatchEvent.RESUME, self.clock.now())
             # The model's history died with the process and the scene moved on while
@@ -373,7 +394,7 @@ class WatchEngine:
             self._launch(runner)
             self._counts["resumed"] += 1
         if jobs:
-            log.info("watches_resumed", count=self._counts["resumed"])
+            log.info("watches_resumed", count=len(jobs), total=self._counts["resumed"])
 
     def _still_allowed(self, job: WatchJob) -> bool:
         try:

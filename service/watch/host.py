@@ -13,6 +13,7 @@ from service.frames import Frame, FrameStore, Thumbnails
 from service.frigate import LiveObject
 from service.llm import TurnEnd
 from service.settings import WatchSettings
+from service.tools import Access
 from service.watch.machine import MotionLike, WatchJob
 
 
@@ -79,3 +80,15 @@ class RunnerHost(Protocol):
 
     async def alert(self, job: WatchJob, frame: Frame | None) -> None:
         """Publish the alert of a finished job (and the deciding frame)."""
+
+
+class ClusterHooks(Protocol):
+    """What the engine asks of a cluster (:class:`~service.watch.cluster.ClusterWatches`)."""
+
+    async def adopt(self, engine: Any) -> int:
+        """Take over and resume the watches of dead workers; how many."""
+
+    async def cancel_elsewhere(
+        self, engine: Any, access: Access, job: WatchJob
+    ) -> tuple[WatchJob, bool]:
+        """Cancel a watch another worker runs (or adopt it first when its owner is dead)."""

@@ -51,6 +51,8 @@ watches_table = sa.Table(
     # Added with the change gate: nullable, so an older database gets them on upgrade.
     sa.Column("skipped_unchanged", sa.Integer, nullable=True),
     sa.Column("confirmations", sa.Integer, nullable=True),
+    # A cluster's owner (nullable: added by the upgrade; a single worker leaves it empty).
+    sa.Column("worker_id", sa.Integer, nullable=True),
     sa.Index("ix_watches_status", "status"),
     sa.Index("ix_watches_user", "user", "created_at"),
     sa.Index("ix_watches_ended", "ended_at"),
@@ -134,11 +136,16 @@ class WatchStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.worker_id: int | None = None
+        """Set in a cluster: the watches this worker saves are the ones it owns."""
 
     async def save(self, row: dict[str, Any]) -> None:
         """Insert or replace one job's row (from :func:`job_to_row`)."""
         t = watches_table
         values = {k: v for k, v in row.items() if k != "id"}
+        if self.worker_id is not None:
+            row = row | {"worker_id": self.worker_id}
+            values["worker_id"] = self.worker_id
         async with self._engine.begin() as conn:
             result = await conn.execute(t.update().where(t.c.id == row["id"]).values(**values))
             if not result.rowcount:
@@ -197,3 +204,58 @@ class WatchStore:
             if rows:
                 await conn.execute(t.delete().where(t.c.id.in_([r.id for r in rows])))
         return [(r.user, r.id) for r in rows]
+
+    # -- a cluster's ownership ---------------------------------------------------------
+
+    async def claim(
+        self, orphaned: sa.ColumnElement[bool], limit: int, job_id: str | None = None
+    ) -> list[WatchJob]:
+        """Take over unfinished watches whose owner is dead (or ``job_id`` only); oldest first.
+
+        ``FOR UPDATE SKIP LOCKED`` splits the orphans among workers claiming at once, and
+        the ``UPDATE`` gives each to exactly one of them.
+        """
+        t = watches_table
+        chosen = sa.select(t.c.id).where(t.c.status.not_in(_TERMINAL_VALUES), orphaned)
+        if job_id is not None:
+            chosen = chosen.where(t.c.id == job_id)
+        chosen = chosen.order_by(t.c.created_at).limit(limit).with_for_update(skip_locked=True)
+        stmt = t.update().where(t.c.id.in_(chosen)).values(worker_id=self.worker_id).returning(t)
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((row_to_job(r._mapping) for r in rows), key=lambda j: j.created_at)
+
+    async def claim_unalerted(self, orphaned: sa.ColumnElement[bool]) -> list[WatchJob]:
+        """Finished watches of dead owners whose alert may not have gone out; now ours."""
+        t = watches_table
+        stmt = (
+            t.update()
+            .where(
+                t.c.status.in_([WatchStatus.SUCCESS.value, WatchStatus.FAILED.value]),
+                t.c.alerted.is_(False),
+                orphaned,
+            )
+            .values(worker_id=self.worker_id)
+            .returning(t)
+        )
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [row_to_job(r._mapping) for r in rows]
+
+    async def release(self) -> int:
+        """Give up this worker's unfinished watches (a graceful stop); returns how many."""
+        t = watches_table
+        stmt = (
+            t.update()
+            .where(t.c.worker_id == self.worker_id, t.c.status.not_in(_TERMINAL_VALUES))
+            .values(worker_id=None)
+        )
+        async with self._engine.begin() as conn:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+    async def owners(self) -> dict[str, int | None]:
+        """Unfinished watches and the worker id that owns each."""
+        t = watches_table
+        query = sa.select(t.c.id, t.c.worker_id).where(t.c.status.not_in(_TERMINAL_VALUES))
+        async with self._engine.connect() as conn:
+            return {row[0]: row[1] for row in await conn.execute(query)}

@@ -2,7 +2,9 @@
 
 Shutdown order matters: requests are stopped first (each still connected, so each can
 send its `shutting_down` reply), then the event writer flushes, then the bus says
-`offline` and disconnects, then the store is closed.
+`offline` and disconnects, then the store is closed. A cluster's worker also leaves the
+shared subscription first (while others live) and hands its watches and roles over
+before it disconnects (see :mod:`service.app.cluster`).
 """
 
 from __future__ import annotations
@@ -10,21 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import json
 import signal
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
+from service.app.background import (
+    announce_ready,
+    frigate_upkeep,
+    housekeeping,
+    import_frigate_config,
+    shutdown_watchdog,
+    warm_llm_import,
+)
+from service.app.cluster import ClusterNode
+from service.app.runtime import LatePublisher, Runtime
 from service.chat import ChatCancelRequest, ChatRequest, ChatService
 from service.frames import FrameStore
-from service.frigate import FrigateMirror, Upkeep
+from service.frigate import FrigateMirror
 from service.homeassistant import HomeAssistantBridge
 from service.llm import Providers
 from service.mqtt import (
@@ -41,11 +48,17 @@ from service.mqtt import (
     TopicMap,
     filter_matches,
 )
-from service.settings import Settings
-from service.store import ConversationStore, EventStore, create_engine, create_tables, dispose
+from service.settings import Settings, resolve_worker_name
+from service.store import (
+    ConversationStore,
+    EventStore,
+    Lease,
+    create_engine,
+    create_tables,
+    dispose,
+)
 from service.tools import (
     ToolDeps,
-    ToolRegistry,
     ToolRequest,
     ToolService,
     build_registry,
@@ -56,44 +69,6 @@ from service.watch import WatchEngine, WatchRequest
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 3.0
-JOURNAL_KEEP_S = 7 * 86_400.0
-HOUSEKEEPING_EVERY_S = 3600.0
-
-
-@dataclass
-class Runtime:
-    """Everything a running lookout holds; tests build one to poke at its parts."""
-
-    settings: Settings
-    topics: TopicMap
-    engine: AsyncEngine
-    journal: Journal
-    health: HealthReporter
-    bus: MqttBus
-    dispatcher: Dispatcher
-    events: EventStore
-    frigate: FrigateMirror
-    frames: FrameStore
-    providers: Providers
-    registry: ToolRegistry
-    conversations: ConversationStore
-    watches: WatchEngine | None = None
-    bridge: HomeAssistantBridge | None = None
-    started_at: float = field(default_factory=time.time)
-
-
-class _LatePublisher:
-    """Forwards publishes to the bus once it exists.
-
-    The dispatcher needs a publisher before the bus exists, and the bus needs the
-    dispatcher's subscriptions.
-    """
-
-    bus: MqttBus | None = None
-
-    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        assert self.bus is not None  # noqa: S101 - set in build() before anything runs
-        await self.bus.publish(topic, payload, **kwargs)
 
 
 async def build(settings: Settings) -> Runtime:
@@ -108,7 +83,7 @@ async def build(settings: Settings) -> Runtime:
     providers = Providers(settings.llm)
     registry = build_registry(settings)
     conversations = ConversationStore(engine, settings.chat.conversation_ttl_s)
-    publisher = _LatePublisher()
+    publisher = LatePublisher()
     watches = WatchEngine(settings, topics, engine, frigate, frames, providers, publisher)
     deps = ToolDeps(
         settings=settings,
@@ -134,24 +109,70 @@ async def build(settings: Settings) -> Runtime:
         RequestRoute(RequestKind.TOOL, ToolRequest, tools.handle),
         RequestRoute(RequestKind.WATCH, WatchRequest, watches.handle),
     ]
+    clustered = settings.cluster.enabled
+    worker = resolve_worker_name(settings.cluster) if clustered else None
+    holds_bridge: list[Callable[[], bool]] = []
     dispatcher = Dispatcher(
         publisher,
         topics,
         journal,
         request_routes,
-        _message_routes(topics, frigate, frames) + _bridge_routes(bridge),
+        _message_routes(topics, frigate, frames) + _bridge_routes(bridge, holds_bridge),
         admission=Admission(settings).check,
-        protected_prefixes=(settings.homeassistant.discovery_prefix,),
+        protected_prefixes=(
+            settings.homeassistant.discovery_prefix,
+            *([f"{topics.prefix}/worker"] if clustered else []),
+        ),
+        share_group=settings.cluster.share_group if clustered else None,
     )
     chat.dispatcher = dispatcher
-    bus = MqttBus(settings.mqtt, topics, dispatcher.subscriptions(), dispatcher.overflow)
+    client_id = f"{settings.mqtt.client_id}-{worker}" if worker else None
+    bus = MqttBus(
+        settings.mqtt, topics, dispatcher.subscriptions(), dispatcher.overflow,
+        client_id=client_id,
+        status_topic=f"{topics.prefix}/worker/{worker}/status" if worker else None,
+        also_online=(topics.status,) if worker else (),
+    )  # fmt: skip
     publisher.bus = bus
     runtime = Runtime(
         settings, topics, engine, journal, health, bus, dispatcher, events, frigate, frames,
         providers, registry, conversations, watches, bridge,
     )  # fmt: skip
+    if worker is not None and client_id is not None:
+        runtime.cluster = await _join_cluster(runtime, worker, client_id)
+        holds_bridge.append(
+            lambda: runtime.cluster is not None and runtime.cluster.holds("homeassistant")
+        )
     _register_health(runtime)
     return runtime
+
+
+async def _join_cluster(runtime: Runtime, worker: str, client_id: str) -> ClusterNode:
+    """Register this worker and wire what only a cluster's worker does."""
+    settings, topics = runtime.settings, runtime.topics
+    assert runtime.watches is not None  # noqa: S101 - built above
+    presence = MqttBus(
+        settings.mqtt, topics, [],
+        client_id=f"{client_id}-presence",
+        will_delay_s=round(settings.cluster.takeover_s),
+    )  # fmt: skip
+    lease = Lease(
+        runtime.engine, settings.store.url, worker, client_id, settings.cluster.takeover_s
+    )
+    node = ClusterNode(
+        settings, topics, lease, runtime.journal, runtime.dispatcher, runtime.watches,
+        runtime.events, runtime.bus, presence,
+    )  # fmt: skip
+    node.role_tasks = {
+        "history_writer": [
+            lambda: frigate_upkeep(runtime),
+            lambda: runtime.events.run_retention(settings.store.retention_days),
+        ],
+        "homeassistant": [lambda: bridge.run(runtime.bus)] if (bridge := runtime.bridge) else [],
+    }
+    await node.join()
+    runtime.health.register_async("cluster", node.health)
+    return node
 
 
 def _message_routes(
@@ -207,9 +228,17 @@ def _message_routes(
     return routes
 
 
-def _bridge_routes(bridge: HomeAssistantBridge) -> list[MessageRoute]:
+def _bridge_routes(
+    bridge: HomeAssistantBridge, holds: list[Callable[[], bool]]
+) -> list[MessageRoute]:
+    def handle(message: Message) -> None:
+        # In a cluster one worker runs the bridge: the others' copies of its topics are
+        # not theirs to act on (each question would become one chat per worker).
+        if all(check() for check in holds):
+            bridge.handle(message)
+
     return [
-        MessageRoute(f, qos, functools.partial(filter_matches, f), bridge.handle, "homeassistant")
+        MessageRoute(f, qos, functools.partial(filter_matches, f), handle, "homeassistant")
         for f, qos in bridge.subscriptions()
     ]
 
@@ -267,7 +296,9 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     await runtime.events.start()
     for camera in await runtime.events.cameras():
         runtime.frigate.registry.learn(camera)
-    replay = await runtime.journal.unfinished()
+    node = runtime.cluster
+    # A cluster's worker replays nothing blindly: it claims what dead workers left.
+    replay = await runtime.journal.unfinished() if node is None else []
     if replay:
         log.info("journal_replay", count=len(replay))
     await runtime.bus.retain(
@@ -276,11 +307,19 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     async with asyncio.TaskGroup() as tg:
         writer_task = tg.create_task(runtime.events.run(), name="event-writer")
         # Purges history daily and refreshes SQLite's statistics; ends with events.close().
-        retention_task = tg.create_task(
-            runtime.events.run_retention(runtime.settings.store.retention_days),
-            name="event-retention",
+        # In a cluster it runs on the history writer only (see ClusterNode's roles).
+        retention_task = (
+            tg.create_task(
+                runtime.events.run_retention(runtime.settings.store.retention_days),
+                name="event-retention",
+            )
+            if node is None
+            else None
         )
         bus_task = tg.create_task(runtime.bus.run(), name="bus")
+        presence_task = (
+            tg.create_task(node.presence.run(), name="presence") if node is not None else None
+        )
         dispatch_task = tg.create_task(
             runtime.dispatcher.run(runtime.bus.messages(), replay), name="dispatch"
         )
@@ -288,21 +327,25 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             tg.create_task(runtime.watches.run(), name="watches") if runtime.watches else None
         )
         side_tasks = [
-            tg.create_task(_announce_ready(runtime), name="announce-ready"),
-            tg.create_task(_import_frigate_config(runtime), name="frigate-config"),
-            tg.create_task(_frigate_upkeep(runtime), name="frigate-upkeep"),
-            tg.create_task(_housekeeping(runtime), name="housekeeping"),
-            tg.create_task(_warm_llm_import(runtime), name="warm-openai"),
-            # A side task, so it stops while the bus can still carry its last publish.
-            *(
-                [tg.create_task(runtime.bridge.run(runtime.bus), name="homeassistant")]
-                if runtime.bridge
-                else []
-            ),
+            tg.create_task(announce_ready(runtime), name="announce-ready"),
+            tg.create_task(import_frigate_config(runtime), name="frigate-config"),
+            tg.create_task(housekeeping(runtime), name="housekeeping"),
+            tg.create_task(warm_llm_import(runtime), name="warm-openai"),
         ]
+        if node is not None:
+            # Roles (history writer, Home Assistant bridge) run inside the node's task.
+            side_tasks.append(tg.create_task(node.run(), name="cluster"))
+        else:
+            side_tasks.append(tg.create_task(frigate_upkeep(runtime), name="frigate-upkeep"))
+            if runtime.bridge:
+                # A side task, so it stops while the bus can still carry its last publish.
+                bridge = tg.create_task(runtime.bridge.run(runtime.bus), name="homeassistant")
+                side_tasks.append(bridge)
         await stop.wait()
         log.info("shutdown_started")
-        watchdog = asyncio.create_task(_shutdown_watchdog(), name="shutdown-watchdog")
+        watchdog = asyncio.create_task(shutdown_watchdog(), name="shutdown-watchdog")
+        if node is not None:
+            await node.stop_taking_requests()
         for task in side_tasks:
             task.cancel()
         dispatch_task.cancel()
@@ -313,91 +356,19 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait([watch_task], timeout=SHUTDOWN_GRACE_S)
         with contextlib.suppress(Exception):
             await runtime.events.close()
+        if node is not None:
+            # Watches and roles go to the others at once, now that they stopped here.
+            await node.leave()
         writer_task.cancel()
-        retention_task.cancel()
+        if retention_task is not None:
+            retention_task.cancel()
+        if presence_task is not None:
+            presence_task.cancel()
         bus_task.cancel()
     watchdog.cancel()
     await runtime.providers.aclose()
     await dispose(runtime.engine)
     log.info("shutdown_complete")
-
-
-async def _shutdown_watchdog(after_s: float = 4.0) -> None:
-    """Name what still runs when a shutdown takes too long, so a hang is diagnosable."""
-    await asyncio.sleep(after_s)
-    me = asyncio.current_task()
-    for task in asyncio.all_tasks():
-        if task is not me:
-            log.warning("shutdown_slow_task", task=task.get_name(), awaiting=_await_chain(task))
-
-
-def _await_chain(task: asyncio.Task[Any]) -> list[str]:
-    """Where a suspended task waits, through every coroutine it awaits."""
-    chain: list[str] = []
-    coro: Any = task.get_coro()
-    while coro is not None and len(chain) < 30:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is not None:
-            chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-    return chain
-
-
-async def _announce_ready(runtime: Runtime) -> None:
-    await runtime.bus.wait_connected()
-    log.info(
-        "lookout_online",
-        version=__version__,
-        startup_s=round(time.time() - runtime.started_at, 3),
-        status_topic=runtime.topics.status,
-    )
-
-
-async def _warm_llm_import(runtime: Runtime) -> None:
-    """Import openai (~0.5 s) in a thread once online, so the first chat does not pay it."""
-    if not runtime.providers.by_name:
-        return
-    await runtime.bus.wait_connected()
-    await asyncio.to_thread(importlib.import_module, "openai")
-
-
-async def _frigate_upkeep(runtime: Runtime) -> None:
-    """Ends what Frigate left open, imports its history, asks for its camera states."""
-
-    async def publish(topic: str, payload: bytes) -> None:
-        await runtime.bus.publish(topic, payload, qos=1)
-
-    upkeep = Upkeep(
-        runtime.frigate,
-        runtime.events,
-        retention_days=runtime.settings.store.retention_days,
-        publish=publish,
-    )
-    await upkeep.run(runtime.bus.next_connection)
-
-
-async def _import_frigate_config(runtime: Runtime) -> None:
-    try:
-        await runtime.frigate.import_api_config()
-    except Exception:
-        log.exception("frigate_config_import_failed")
-
-
-async def _housekeeping(runtime: Runtime) -> None:
-    """Expiry of conversations and the journal, hourly (history has its own retention task)."""
-    while True:
-        jobs: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-            ("conversations", runtime.conversations.purge),
-            ("journal", lambda: runtime.journal.purge(JOURNAL_KEEP_S)),
-        ]
-        for name, job in jobs:
-            try:
-                removed = await job()
-                if removed:
-                    log.info("housekeeping_purged", table=name, removed=str(removed))
-            except Exception:
-                log.exception("housekeeping_failed", table=name)
-        await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
 
 async def main(settings: Settings) -> int:
