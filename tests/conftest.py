@@ -16,6 +16,7 @@ import yaml
 
 from tests.broker import REPO, Broker, ExternalBroker, start_shared_broker, stop_process
 from tests.mqttc import MqttTestClient, next_message
+from tests.pg import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,17 @@ class Worker:
         self.broker = broker
         self.prefix = prefix
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+
+        def store_url() -> str:
+            # LOOKOUT_TEST_STORE=postgres runs the suite on PostgreSQL: a fresh database
+            # of the session's private cluster per worker (see tests/pg.py).
+            if os.environ.get("LOOKOUT_TEST_STORE") == "postgres" and not (config or {}).get(
+                "store", {}
+            ).get("url"):
+                return fresh_database()
+            return f"sqlite:///{workdir / 'lookout.db'}"
+
         self.config_path = workdir / "lookout.yml"
         cfg: dict[str, Any] = {
             "mqtt": {
@@ -69,7 +81,7 @@ class Worker:
                 "client_id": f"lookout-{prefix}",
                 "reconnect_max_s": 2.0,
             },
-            "store": {"url": f"sqlite:///{workdir / 'lookout.db'}"},
+            "store": {"url": store_url()},
             "log": {"level": "debug", "format": "json"},
         }
         for key, value in (config or {}).items():
@@ -125,7 +137,8 @@ def worker_factory(tmp_path: Path, prefix: str) -> Iterator[Any]:
     workers: list[Worker] = []
 
     def make(broker: Broker | ExternalBroker, **kwargs: Any) -> Worker:
-        w = Worker(broker, tmp_path, kwargs.pop("prefix", prefix), **kwargs)
+        workdir = kwargs.pop("workdir", tmp_path)
+        w = Worker(broker, workdir, kwargs.pop("prefix", prefix), **kwargs)
         workers.append(w)
         return w
 

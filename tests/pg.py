@@ -8,12 +8,16 @@ The shared server on 5432 is never touched.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 from tests.broker import free_port
@@ -83,3 +87,41 @@ class PrivatePostgres:
             self.proc.terminate()
             self.proc.wait(15)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared: dict[str, PrivatePostgres] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_server_url() -> str:
+    """``LOOKOUT_TEST_PG_URL``, else one private cluster for the whole test session."""
+    url = os.environ.get("LOOKOUT_TEST_PG_URL")
+    if url:
+        return url
+    with _shared_lock:
+        if "server" not in _shared:
+            server = PrivatePostgres()
+            server.start()
+            atexit.register(server.close)
+            _shared["server"] = server
+        return _shared["server"].url
+
+
+def fresh_database(base_url: str | None = None) -> str:
+    """A new, empty database on the shared server; returns its URL."""
+    import asyncpg  # the test extra installs it
+
+    base = base_url or shared_server_url()
+    name = f"lk_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    # In a thread: the callers may be inside a running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result(timeout=30)
+    return base.rsplit("/", 1)[0] + "/" + name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
@@ -176,6 +177,9 @@ class ReplyChannel:
         self.terminal: str | None = None
         self._outbox: asyncio.Queue[bytes | None] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self.before_terminal: Callable[[bytes], Awaitable[None]] | None = None
+        """Called with the terminal reply just before it is published (a cluster keeps it
+        in the journal, so a worker that takes over can send it instead of a re-run)."""
 
     @property
     def finished(self) -> bool:
@@ -224,6 +228,12 @@ class ReplyChannel:
                 if not sender.done():
                     # Cancelled while earlier replies were still going out: they go no further.
                     sender.cancel()
+        if self.before_terminal is not None:
+            try:
+                await self.before_terminal(payload)
+            except Exception:
+                # The reply matters more than the record: without it a re-run may follow.
+                log.exception("terminal_record_failed", request_id=self.request_id)
         if self.route.retain_terminal:
             await self._publisher.publish(
                 self.route.topic,

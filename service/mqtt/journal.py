@@ -40,6 +40,9 @@ requests_table = sa.Table(
     # the worker running the request, and how many workers have started it.
     sa.Column("worker_id", sa.Integer, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=True),
+    # The terminal reply, written just before it is published (a cluster only): a worker
+    # that takes the request over sends this again instead of running it a second time.
+    sa.Column("terminal", sa.LargeBinary, nullable=True),
     sa.Index("ix_requests_pending", "finished_at"),
     sa.Index("ix_requests_received", "received_at"),
 )
@@ -59,6 +62,8 @@ class JournalEntry:
     received_at: float
     attempt: int = 1
     """1 for the first run; a cluster's re-run of a dead worker's request counts up."""
+    terminal: bytes | None = None
+    """The terminal reply its dead worker was about to publish (then it is not re-run)."""
 
 
 class Journal:
@@ -75,6 +80,7 @@ class Journal:
         """Set in a cluster: requests journaled here are owned by this worker."""
         self._begins = GroupCommit(engine, self._insert_new, "journal-begin")
         self._finishes = GroupCommit(engine, _mark_finished, "journal-finish")
+        self._terminals = GroupCommit(engine, _record_terminal, "journal-terminal")
 
     async def begin(self, entry: JournalEntry) -> bool:
         """Record a request; ``False`` when (user, id) was already recorded (a duplicate)."""
@@ -140,12 +146,17 @@ class Journal:
                 t.c.correlation_data,
                 t.c.received_at,
                 t.c.attempt,
+                t.c.terminal,
             )
         )
         async with begin_write(self._engine) as conn:
             rows = (await conn.execute(stmt)).all()
         entries = [JournalEntry(*row) for row in rows]
         return sorted(entries, key=lambda e: e.received_at)
+
+    async def record_terminal(self, user: str, request_id: str, payload: bytes) -> None:
+        """Keep the terminal reply about to be published (see ``requests.terminal``)."""
+        await self._terminals.submit((user, request_id, payload))
 
     async def finish(self, user: str, request_id: str, outcome: str) -> None:
         """Mark a request as answered with its terminal reply."""
@@ -245,6 +256,22 @@ def _mark_finished(conn: sa.Connection, items: list[tuple[str, str, str, float]]
         for user, request_id, outcome, at in items
     ]
     conn.execute(_FINISH, params)
+    return [None] * len(items)
+
+
+_TERMINAL = (
+    requests_table.update()
+    .where(
+        requests_table.c.user == sa.bindparam("b_user"),
+        requests_table.c.id == sa.bindparam("b_id"),
+    )
+    .values(terminal=sa.bindparam("b_terminal"))
+)
+
+
+def _record_terminal(conn: sa.Connection, items: list[tuple[str, str, bytes]]) -> list[None]:
+    params = [{"b_user": u, "b_id": i, "b_terminal": p} for u, i, p in items]
+    conn.execute(_TERMINAL, params)
     return [None] * len(items)
 
 

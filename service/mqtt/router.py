@@ -14,6 +14,8 @@ Two kinds of route:
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from pydantic import ValidationError
 
 from service.mqtt.bus import Message
 from service.mqtt.envelope import (
+    REPLY_RETAIN_S,
     ErrorCode,
     Publisher,
     ReplyChannel,
@@ -111,9 +114,31 @@ class Dispatcher:
         return max(0, free) if self._tg is not None else 0
 
     def claim(self, entries: list[JournalEntry]) -> None:
-        """Run requests taken over from a dead worker (already journaled as ours)."""
+        """Run requests taken over from a dead worker (already journaled as ours).
+
+        One whose terminal reply was already written is not run again: that reply is
+        sent (again, when the dead worker got it out: an identical QoS 1 copy).
+        """
         for entry in entries:
-            self._replay(entry)
+            if entry.terminal is None:
+                self._replay(entry)
+            else:
+                self._spawn(self._resend_terminal(entry), f"resend:{entry.user}:{entry.id}")
+
+    async def _resend_terminal(self, entry: JournalEntry) -> None:
+        assert entry.terminal is not None  # noqa: S101 - claim() checks
+        retain = peek_envelope(entry.payload).reply_retain
+        await self._publisher.publish(
+            entry.reply_topic,
+            entry.terminal,
+            qos=1,
+            retain=retain,
+            correlation_data=entry.correlation_data,
+            expiry_s=REPLY_RETAIN_S if retain else None,
+        )
+        outcome = str(json.loads(entry.terminal).get("type", "done"))
+        log.info("terminal_resent", user=entry.user, request_id=entry.id, outcome=outcome)
+        await record_outcome(self._journal, entry.user, entry.id, outcome)
 
     async def run(self, messages: Any, replay: list[JournalEntry] | None = None) -> None:
         """Dispatch until cancelled; cancelling ends every running request with `shutting_down`.
@@ -404,6 +429,11 @@ class Dispatcher:
                         return
                 else:
                     journaled = True
+                if self._journal.worker_id is not None:
+                    # A cluster: the terminal reply is journaled before it goes out.
+                    ctx.reply.before_terminal = functools.partial(
+                        self._journal.record_terminal, ctx.user, ctx.request_id
+                    )
                 outcome = await execute(ctx, route, payload, self.stats)
             finally:
                 self._running.pop(key, None)
