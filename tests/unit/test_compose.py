@@ -62,3 +62,42 @@ def test_lookout_is_pointed_at_the_ollama_it_pulls(monkeypatch):
     assert server_kind(provider) == "ollama"
     assert settings.mqtt.host == "mosquitto"
     assert settings.store.url.startswith("sqlite:////data/")
+
+
+def test_the_cluster_profile_runs_postgresql_and_two_workers(monkeypatch):
+    s = services()
+    assert s["postgres"]["profiles"] == ["cluster"]
+    assert s["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    workers = [
+        name for name, svc in s.items() if svc.get("profiles") == ["cluster"] and name != "postgres"
+    ]
+    assert workers == ["lookout-1", "lookout-2"]
+    names = set()
+    for name in workers:
+        svc = s[name]
+        assert svc["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert svc["depends_on"]["mosquitto"] == {"condition": "service_healthy"}
+        env = {k: _expand(str(v)) for k, v in svc["environment"].items()}
+        mount = next(v for v in svc["volumes"] if v.endswith(":/config/lookout.yml:ro"))
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                if key != "LOOKOUT_CONFIG":
+                    m.setenv(key, value)
+            settings = load_settings(REPO / mount.split(":", 1)[0])
+        assert settings.cluster.enabled
+        assert settings.store.url == "postgresql://lookout:lookout@postgres/lookout"
+        assert settings.mqtt.host == "mosquitto"
+        names.add(settings.cluster.worker_name)
+    # Distinct fixed names: each restarted worker resumes its own broker session.
+    assert names == {"lookout-1", "lookout-2"}
+
+
+def test_without_postgresql_the_cluster_is_a_configuration_error(tmp_path):
+    import pytest
+
+    from service.settings import ConfigError
+
+    config = tmp_path / "c.yml"
+    config.write_text("cluster: {enabled: true}\n")
+    with pytest.raises(ConfigError, match=r"cluster\.enabled needs store\.url on PostgreSQL"):
+        load_settings(config, environ={})

@@ -334,3 +334,26 @@ async def test_a_retained_terminal_reply_expires() -> None:
     progress, terminal = calls
     assert not progress.get("retain") and progress["type"] == "tool_call"
     assert terminal["retain"] is True and terminal["expiry_s"] == REPLY_RETAIN_S
+
+
+async def test_a_rerun_says_its_attempt_on_every_reply_and_the_terminal_is_recorded_first():
+    from service.mqtt.envelope import ReplyChannel, ReplyRoute
+
+    published: list[bytes] = []
+    recorded: list[bytes] = []
+
+    class Pub:
+        async def publish(self, topic, payload, **kwargs):
+            published.append(payload)
+
+    async def record(payload: bytes) -> None:
+        assert payload not in published  # before it goes out
+        recorded.append(payload)
+
+    channel = ReplyChannel(Pub(), ReplyRoute("t"), "r1", attempt=2)
+    channel.before_terminal = record
+    await channel.send("content", {"delta": "x"})
+    await channel.done({})
+    bodies = [json.loads(p) for p in published]
+    assert [(b["seq"], b["attempt"]) for b in bodies] == [(0, 2), (1, 2)]
+    assert recorded == [published[-1]]
