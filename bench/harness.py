@@ -76,6 +76,29 @@ def token_stream(tokens: int = 100, interval_s: float = 0.02) -> Any:
     return respond
 
 
+def fast_answer() -> Any:
+    """A responder: a short answer streamed in ten chunks, as fast as the server can."""
+
+    def respond(_request: RecordedRequest) -> Reply:
+        return text(FINAL_ANSWER, chunk_size=8)
+
+    return respond
+
+
+def colour_verdict() -> Any:
+    """A responder for watch calls: "met" when the frame is mostly red (bench_cluster)."""
+    from tests.e2e.test_watch import frame_colour, is_watch_call, verdict
+
+    def respond(request: RecordedRequest) -> Reply:
+        if not is_watch_call(request):
+            return text("ok")
+        if frame_colour(request) == "red":
+            return verdict(True, "A red car stopped at the door.", "A red car is at your door.")
+        return verdict(False, "Only the empty porch.")
+
+    return respond
+
+
 # -- /proc -----------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ under a minute), i.e. ``.venv/bin/python bench/run_all.py [--quick | --smoke]``.
 
 Sections, in order: start-up and idle RSS (``bench_startup``), frame preparation
 (``bench_frames``), event ingest and search (``bench_events``), watch efficiency
-(``bench_watch``), then one worker (``bench.harness.Stack``: broker, fake LLM, the real
+(``bench_watch``), several workers (``bench_cluster``: one and two workers side by side
+on PostgreSQL, and a takeover after SIGKILL), then one worker (``bench.harness.Stack``: broker, fake LLM, the real
 ``lookout run``) that serves the chat benchmarks (``bench_chat``) and the frame ingest
 (``bench_ingest``) and is then measured for footprint: RSS after that load, and RSS
 growth over a repeat of it.
@@ -97,6 +98,12 @@ def watch(size: str) -> Rows:
     return bench_watch.run(quick=size != "full")
 
 
+def cluster(size: str) -> Rows:
+    from bench import bench_cluster
+
+    return bench_cluster.run(size=size)
+
+
 INGEST_S = {"full": 60.0, "quick": 10.0, "smoke": 2.0}
 INGEST_CAMERAS = {"full": 16, "quick": 16, "smoke": 4}
 REPEAT_INGEST_S = {"full": 20.0, "quick": 3.0, "smoke": 1.0}
@@ -162,6 +169,7 @@ def run(size: str) -> tuple[dict[str, Rows], float]:
         ("frame preparation", frames),
         ("event ingest and search", events),
         ("watch efficiency", watch),
+        ("several workers", cluster),
     ]
     for name, fn in simple:
         t0 = time.perf_counter()
@@ -184,8 +192,8 @@ def run(size: str) -> tuple[dict[str, Rows], float]:
     sections["chat"] = chat_rows
     sections["frame ingest"] = ingest_rows
     sections["start-up and footprint"] = sections["start-up and footprint"] + footprint
-    order = ["chat", "start-up and footprint", "frame preparation", "frame ingest",
-             "event ingest and search", "watch efficiency"]  # fmt: skip
+    order = ["chat", "several workers", "start-up and footprint", "frame preparation",
+             "frame ingest", "event ingest and search", "watch efficiency"]  # fmt: skip
     return {name: sections[name] for name in order}, time.perf_counter() - started
 
 

@@ -145,6 +145,7 @@ async def dispose(engine: AsyncEngine) -> None:
     await engine.dispose()
 
 
+SCHEMA_TRIES = 3
 SCHEMA_LOCK_KEY = 0x6C6F6F6B6F7574
 """PostgreSQL advisory lock held while the schema is brought up to date ("lookout")."""
 
@@ -155,16 +156,30 @@ async def create_tables(engine: AsyncEngine, tables: Sequence[sa.Table] | None =
     An upgrade adds only nullable columns, which ``ALTER TABLE ... ADD COLUMN`` adds to
     an existing table on SQLite and PostgreSQL alike, so a database written by an older
     lookout keeps its rows. On PostgreSQL a transaction-scoped advisory lock makes
-    workers that start at once take turns instead of racing on the same DDL.
+    workers that start at once take turns instead of racing on the same DDL; on SQLite
+    the one that lost such a race looks again.
 
     Args:
         engine: The database.
         tables: Only these tables (default: every table declared on :data:`metadata`).
     """
-    async with engine.begin() as conn:
-        if not is_sqlite(engine):
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-        await conn.run_sync(_sync_schema, list(tables) if tables is not None else None)
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            async with engine.begin() as conn:
+                if not is_sqlite(engine):
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+                await conn.run_sync(_sync_schema, list(tables) if tables is not None else None)
+        except sa.exc.OperationalError as exc:
+            # SQLite has no such lock: two processes that start at once on one file may
+            # both see a table (or column) missing and one of them create it first. The
+            # next look sees it there.
+            text = str(exc).lower()
+            raced = "already exists" in text or "duplicate column" in text
+            if not (is_sqlite(engine) and raced) or attempt == SCHEMA_TRIES - 1:
+                raise
+            log.info("schema_upgrade_raced", attempt=attempt + 1)
+        else:
+            return
 
 
 def _sync_schema(conn: sa.Connection, tables: list[sa.Table] | None) -> None:

@@ -26,6 +26,7 @@ SECTIONS = {
     "frame ingest",
     "event ingest and search",
     "watch efficiency",
+    "several workers",
 }
 
 

@@ -608,6 +608,7 @@ async def wait_search(col: ReplyCollector, p: str, camera: str, n: int) -> dict[
 # --------------------------------------------------------------------------- store faults
 
 
+@pytest.mark.sqlite_store  # reads the worker's SQLite file itself
 async def test_database_locked_while_ingesting_events_loses_nothing(
     broker, worker_factory, tmp_path
 ):

@@ -184,6 +184,7 @@ async def test_a_cleared_sub_label_is_cleared(setup, mqtt):
 # -- Frigate going away ------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_store  # reads the worker's SQLite file itself
 async def test_frigate_stopping_ends_what_was_open(setup, mqtt):
     prefix, frigate = await setup()
     t0 = time.time() - 120
@@ -399,6 +400,7 @@ def _history(now: float, n: int) -> tuple[list[dict[str, Any]], list[dict[str, A
     return events, reviews
 
 
+@pytest.mark.sqlite_store  # reads the worker's SQLite file itself
 async def test_history_is_imported_from_frigates_api(setup, mqtt):
     now = time.time()
     async with FakeFrigateApi() as api:
@@ -492,6 +494,7 @@ async def test_without_a_url_answers_say_where_history_starts(setup, mqtt):
 # -- reviews as Frigate sends them -----------------------------------------------------------
 
 
+@pytest.mark.sqlite_store  # reads the worker's SQLite file itself
 async def test_reviews_keep_every_detection_and_plain_labels(setup, mqtt):
     prefix, frigate = await setup()
     t0 = time.time() - 200

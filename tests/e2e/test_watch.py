@@ -264,6 +264,7 @@ async def test_watch_started_by_chat_alerts_the_chatting_user(broker, worker_fac
         assert other[-1]["error"]["code"] == "forbidden"
 
 
+@pytest.mark.sqlite_store  # reads the worker's SQLite file itself
 async def test_a_watch_that_runs_out_of_time_alerts_as_failed(
     broker, worker_factory, mqtt, tmp_path: Path
 ):
