@@ -50,6 +50,9 @@ class Cluster:
         self.prefix = f"bench{uuid.uuid4().hex[:6]}"
         self.root = Path(tempfile.mkdtemp(prefix="lookout-cluster-"))
         self.workers: dict[str, Any] = {}
+        self.llm_pid = 0
+        self.cores: dict[str, float] = {}
+        """Share of a core each process used during the load."""
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Cluster:
@@ -109,7 +112,9 @@ async def load(
         Chats answered per second, first-delta latencies (ms), and errors.
     """
     p = cluster.prefix
-    queue = await cluster.client.subscribe(f"{p}/+/reply/+")
+    # QoS 0 on the replies: the load generator shares the two cores with the workers, and
+    # acknowledging every reply would cost it as much again.
+    queue = await cluster.client.subscribe(f"{p}/+/reply/+", qos=0)
     sent: dict[str, float] = {}
     first: dict[str, float] = {}
     finished: dict[str, asyncio.Event] = {}
@@ -147,6 +152,7 @@ async def load(
                 answered += 1
 
     reader = asyncio.create_task(read(), name="bench-cluster-replies")
+    cpu0 = _cpu_by_process(cluster)
     try:
         # A short warm-up at the same load (imports, connection pools), not counted.
         stop_at = time.perf_counter() + min(2.0, seconds / 3)
@@ -156,12 +162,37 @@ async def load(
         started = time.perf_counter()
         stop_at = started + seconds
         await asyncio.gather(*(client(i) for i in range(concurrency)))
-        rate = answered / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        rate = answered / elapsed
+        cpu1 = _cpu_by_process(cluster)
+        cluster.cores = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / elapsed, 2) for k in cpu1}
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
     return rate, list(first.values()), errors
+
+
+def _cpu_by_process(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far: each worker, the broker, PostgreSQL (all its processes), us."""
+    import os
+
+    from bench.harness import cpu_seconds
+
+    out = {name: cpu_seconds(w.proc.pid) for name, w in cluster.workers.items()}
+    if cluster.broker.proc is not None:
+        out["mosquitto"] = cpu_seconds(cluster.broker.proc.pid)
+    postgres = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                    postgres += cpu_seconds(int(pid))
+    out["postgres"] = postgres
+    if cluster.llm_pid:
+        out["fake model"] = cpu_seconds(cluster.llm_pid)
+    out["bench client"] = cpu_seconds(os.getpid())
+    return out
 
 
 async def kill_to_alert(llm_url: str, db_url: str) -> float:
@@ -210,14 +241,20 @@ async def run_async(size: str) -> list[dict[str, Any]]:
             async with Cluster(
                 workers, llm_url=llm.base_url, db_url=fresh_database(pg.url), takeover_s=TAKEOVER_S
             ) as cluster:
-                results[workers] = await load(cluster, seconds, concurrency)
+                cluster.llm_pid = llm.proc.pid if llm.proc is not None else 0
+                results[workers] = (*await load(cluster, seconds, concurrency), cluster.cores)
+                print(f"[{workers} worker(s): cores used {cluster.cores}]", file=sys.stderr)
             await llm.reset()
         await llm.set_responder("colour_verdict")
         takeover = await kill_to_alert(llm.base_url, fresh_database(pg.url))
     finally:
         await llm.close()
         pg.close()
-    (one, first1, err1), (two, first2, err2) = results[1], results[2]
+    (one, first1, err1, cores1), (two, first2, err2, cores2) = results[1], results[2]
+    workers1 = cores1.get("w1", 0.0)
+    workers2 = cores2.get("w1", 0.0) + cores2.get("w2", 0.0)
+    others2 = sum(v for k, v in cores2.items() if not k.startswith("w"))
+    others = ", ".join(f"{k} {v:.2f}" for k, v in cores2.items() if not k.startswith("w"))
     p99_1, p99_2 = pct(first1, 0.99), pct(first2, 0.99)
     ratio = two / one if one else 0.0
     return [
@@ -226,6 +263,10 @@ async def run_async(size: str) -> list[dict[str, Any]]:
         row("  first delta p99 at that load (ms): 2 workers vs 1", p99_2, p99_1, "info", True),
         row("  first delta p50 at that load (ms): 2 workers vs 1", pct(first2, 0.5),
             pct(first1, 0.5), "info", True),
+        row("  lookout CPU per chat (ms): 2 workers vs 1", workers2 / two * 1000 if two else 0,
+            workers1 / one * 1000 if one else None, "info", True),
+        row(f"  cores busy during the 2-worker load: workers {workers2:.2f}, others "
+            f"{others2:.2f} ({others})", workers2 + others2, 2.0, "info: the machine's 2", True),
         row(f"SIGKILL of a watch's worker to the first alert from its new owner (s; "
             f"takeover_s {TAKEOVER_S:g})", takeover, TAKEOVER_S, "< takeover_s",
             takeover < TAKEOVER_S),
