@@ -12,16 +12,29 @@ Tests that use these fixtures run in the session's event loop:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from tests.broker import Broker
 from tests.fake_llm import FakeLLM
-from tests.peers.homeassistant.harness import HomeAssistant, install
-from tests.peers.homeassistant.lookout import Lookout, Model, install_examples
+from tests.peers.homeassistant.harness import HaUser, HomeAssistant, install
+from tests.peers.homeassistant.lookout import (
+    HA_INTEGRATIONS,
+    INTEGRATION,
+    LLM_PROBE,
+    LOOKOUT_USERS,
+    Lookout,
+    Model,
+    install_examples,
+    loaded_entry,
+    options_flow,
+)
+from tests.peers.llamacpp import build as llama_build
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +55,14 @@ def ha_broker() -> Iterator[Broker]:
 async def homeassistant(
     hass_executable: Path, ha_broker: Broker, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[HomeAssistant]:
-    ha = HomeAssistant(hass_executable, tmp_path_factory.mktemp("homeassistant"))
+    ha = HomeAssistant(
+        hass_executable,
+        tmp_path_factory.mktemp("homeassistant"),
+        # The repository's custom integration (and a probe that uses its LLM API as an
+        # agent does): custom integrations are found only at start.
+        custom_components=(INTEGRATION, LLM_PROBE),
+        integrations=HA_INTEGRATIONS,
+    )
     try:
         await ha.start()
         await ha.onboard()
@@ -92,6 +112,37 @@ async def lookout(lookout_service: Lookout, homeassistant: HomeAssistant, model:
     return lookout_service
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def lookout_integration(
+    lookout_service: Lookout, homeassistant: HomeAssistant, model: Model
+) -> dict[str, Any]:
+    """The integration's config entry, loaded, with lookout running with LOOKOUT_USERS
+    (the entry is added through the config flow if the session has none yet)."""
+    model.reset()
+    await lookout_service.ensure(homeassistant, users=LOOKOUT_USERS)
+    return await loaded_entry(homeassistant)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def porch_person(homeassistant: HomeAssistant) -> HaUser:
+    """A Home Assistant user who is not an admin, logged in with a websocket of their own."""
+    return await homeassistant.add_user("Porch viewer")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def porch_viewer(
+    porch_person: HaUser, lookout_integration: dict[str, Any], homeassistant: HomeAssistant
+) -> HaUser:
+    """That user, mapped in the integration's options to lookout's ``porch_viewer``."""
+    entry_id = lookout_integration["entry_id"]
+    diagnostics = await homeassistant.api("GET", f"/api/diagnostics/config_entry/{entry_id}")
+    if diagnostics["data"]["entry"]["users"].get(porch_person.name) != "porch_viewer":
+        answer = {"ha_user": porch_person.id, "lookout_user": "porch_viewer"}
+        mapped = await options_flow(homeassistant, entry_id, "user_map", answer)
+        assert mapped["type"] == "create_entry", mapped
+    return porch_person
+
+
 LOG_CHECK = "test_the_home_assistant_log_has_no_errors_or_warnings"
 
 
@@ -99,9 +150,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The log check reads what every other test of the tier made Home Assistant do: it
     runs after the tier's last test (the tier's tests stay together, in file order)."""
     here = Path(__file__).parent
+    _build_llama_server_first(items, here)
     last = [i for i in items if i.name == LOG_CHECK and here in Path(str(i.path)).parents]
     for item in last:
         items.remove(item)
     tier = [n for n, i in enumerate(items) if here in Path(str(i.path)).parents]
     if tier:
         items[tier[-1] + 1 : tier[-1] + 1] = last
+
+
+def _build_llama_server_first(items: list[pytest.Item], here: Path) -> None:
+    """The llama.cpp server some tests of this tier use (``llama_server``) is built at
+    collection, as its own tier does, not inside a test's time limit. A failed build is
+    raised again by the fixture, so those tests fail (never skip)."""
+    if any(
+        here in Path(str(i.path)).parents and "llama_server" in getattr(i, "fixturenames", ())
+        for i in items
+    ):
+        with contextlib.suppress(llama_build.BuildError):
+            llama_build.server_binary()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -43,6 +44,15 @@ DEFAULT_MQTT_PROTOCOL = "3.1.1"
 EXPECTED_LOG_NOISE = (
     # bootstrap.py, because the harness runs hass with --skip-pip on purpose.
     r"WARNING \(MainThread\) \[homeassistant\.bootstrap\] Skipping pip installation",
+    # loader.py, once per custom integration the harness installs (``custom_components``).
+    r"WARNING \(\w+\) \[homeassistant\.loader\] We found a custom integration "
+    r"(lookout|lookout_llm_probe) which has not been tested by Home Assistant",
+    # The ffmpeg integration (a dependency of tts, which assist_pipeline needs) asks the
+    # ffmpeg binary for its version at setup; the test machines have none (Home Assistant's
+    # own image does), and the tests run Assist pipelines on text, which needs no ffmpeg.
+    r"ERROR \(MainThread\) \[haffmpeg\.core\] FFmpeg fails \[Errno 2\] No such file "
+    r"or directory: 'ffmpeg'",
+    r"WARNING \(MainThread\) \[haffmpeg\.tools\] Error starting FFmpeg\.",
 )
 RECORD_START = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ (?P<level>[A-Z]+) \((?P<thread>[^)]*)\) \[(?P<logger>[^]]+)\]"
@@ -97,6 +107,16 @@ class CheckConfigResult:
         return self.returncode == 0 and not self.errors
 
 
+@dataclass(frozen=True)
+class HaUser:
+    """A person of this Home Assistant (``HomeAssistant.add_user``) and their websocket."""
+
+    id: str
+    name: str
+    token: str
+    ws: HaWebSocket
+
+
 class HomeAssistant:
     """One Home Assistant process with its own config directory and port.
 
@@ -112,6 +132,8 @@ class HomeAssistant:
         *,
         log_level: str = "info",
         debug_loggers: Iterable[str] = (),
+        custom_components: Iterable[Path] = (),
+        integrations: Iterable[str] = (),
     ) -> None:
         self.hass = hass
         self.config_dir = config_dir
@@ -131,11 +153,17 @@ class HomeAssistant:
         self.mqtt_port: int | None = None
         self._log_level = log_level
         self._debug_loggers = list(debug_loggers)
+        # Folders copied into config/custom_components/ before the start, and integrations
+        # set up from configuration.yaml (``<domain>:``) besides the harness's own.
+        self._custom_components = list(custom_components)
+        self._integrations = list(integrations)
         self._proc: asyncio.subprocess.Process | None = None
         self._console: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._ws: HaWebSocket | None = None
+        # Websockets of the people add_user() made (closed with the harness's own).
+        self._user_sockets: list[HaWebSocket] = []
         # Seconds each stage took (start, onboard, setup_mqtt, register_phone), for reports.
         self.timings: dict[str, float] = {}
         self.write_config()
@@ -157,6 +185,11 @@ class HomeAssistant:
         for folder in ("packages", "blueprints/automation", "blueprints/script"):
             (self.config_dir / folder).mkdir(parents=True, exist_ok=True)
         logs = "".join(f"    {name}: debug\n" for name in self._debug_loggers)
+        for folder in self._custom_components:
+            target = self.config_dir / "custom_components" / folder.name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
+        extra = "".join(f"{domain}:\n" for domain in self._integrations)
         (self.config_dir / "configuration.yaml").write_text(
             textwrap.dedent(f"""\
                 homeassistant:
@@ -190,6 +223,7 @@ class HomeAssistant:
                     homeassistant.bootstrap: info
                 """)
             + logs
+            + extra
         )
         self._seed_core_config_step()
 
@@ -284,6 +318,9 @@ class HomeAssistant:
         await self.push.close()
 
     async def _close_clients(self) -> None:
+        for socket in self._user_sockets:
+            await socket.close()
+        self._user_sockets.clear()
         if self._ws is not None:
             await self._ws.close()
             self._ws = None
@@ -363,6 +400,40 @@ class HomeAssistant:
             if response.status != 200:
                 raise HomeAssistantError(f"/auth/token: HTTP {response.status}: {body}")
         return str(body["access_token"])
+
+    async def add_user(self, name: str, *, admin: bool = False) -> HaUser:
+        """A person (not the owner) with a login of the homeassistant auth provider, logged
+        in through the login flow as the frontend does it, with a websocket of their own.
+
+        config/auth.py creates the user, config/auth_provider_homeassistant.py its
+        credentials; auth/login_flow (``/auth/login_flow``) gives the code for /auth/token.
+        """
+        username, password = _slug(name), secrets.token_hex(8)
+        group = "system-admin" if admin else "system-users"
+        created = await self.ws.command(
+            {"type": "config/auth/create", "name": name, "group_ids": [group]}
+        )
+        user_id = str(created["user"]["id"])
+        await self.ws.command(
+            {"type": "config/auth_provider/homeassistant/create", "user_id": user_id,
+             "username": username, "password": password}
+        )  # fmt: skip
+        flow = await self.api(
+            "POST", "/auth/login_flow", auth=False,
+            json={"client_id": self.client_id, "handler": ["homeassistant", None],
+                  "redirect_uri": f"{self.base_url}/?auth_callback=1"},
+        )  # fmt: skip
+        done = await self.api(
+            "POST", f"/auth/login_flow/{flow['flow_id']}", auth=False,
+            json={"client_id": self.client_id, "username": username, "password": password},
+        )  # fmt: skip
+        if done.get("type") != "create_entry":
+            raise HomeAssistantError(f"{name} could not log in: {done}")
+        token = await self._token_from_code(done["result"])
+        socket = HaWebSocket(self.session, f"{self.base_url}/api/websocket", token)
+        await socket.connect()
+        self._user_sockets.append(socket)
+        return HaUser(user_id, name, token, socket)
 
     async def connect_ws(self) -> None:
         if self._ws is not None:

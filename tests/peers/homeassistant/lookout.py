@@ -23,6 +23,7 @@ import subprocess
 import textwrap
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ import yaml
 from tests.broker import REPO, Broker
 from tests.conftest import Worker
 from tests.fake_llm import FakeLLM, RecordedRequest, Reply, text
+from tests.frigate_replay import tracked_object
 from tests.mqttc import MqttTestClient, next_message
 from tests.peers.homeassistant.harness import HomeAssistant
+from tests.peers.homeassistant.ws import HaWebSocket
 
 PREFIX = "lookout"
 """lookout's default ``mqtt.topic_prefix``: the examples' topics are written for it."""
@@ -106,6 +109,8 @@ class Model:
         """Spread over the answer's chunks: a slow model (0: instant, the race)."""
         self.chat_reply: Reply | None = None
         """Answer every chat with this instead (an HTTP error, say)."""
+        self.responder: Callable[[RecordedRequest], Reply | Awaitable[Reply] | None] | None = None
+        """Asked first for every chat request; None from it means: answer as usual."""
 
     def __call__(self, request: RecordedRequest) -> Reply:
         frame = _watch_frame(request)
@@ -118,6 +123,10 @@ class Model:
                 "notification_message": "The parcel is on the porch." if met else "",
             }
             return self._slowly(json.dumps(verdict))
+        if self.responder is not None:
+            scripted = self.responder(request)
+            if scripted is not None:
+                return scripted  # type: ignore[return-value]
         if self.chat_reply is not None:
             return self.chat_reply
         return self._slowly(answer_to(question_of(request.last_message or {})))
@@ -236,12 +245,14 @@ class Lookout:
             message = await next_message(await client.subscribe(topic), timeout)
         return message.json()  # type: ignore[no-any-return]
 
-    async def request(self, kind: str, body: dict[str, Any], timeout: float = 20) -> Any:
-        """A request as Home Assistant's lookout user; its terminal reply."""
+    async def request(
+        self, kind: str, body: dict[str, Any], timeout: float = 20, user: str = USER
+    ) -> Any:
+        """A request as Home Assistant's lookout user (or ``user``); its terminal reply."""
         request_id = f"t{uuid.uuid4().hex[:12]}"
         async with MqttTestClient(self.broker.host, self.broker.port) as client:
-            replies = await client.subscribe(f"{PREFIX}/{USER}/reply/{request_id}")
-            await client.publish(f"{PREFIX}/{USER}/{kind}", {**body, "id": request_id})
+            replies = await client.subscribe(f"{PREFIX}/{user}/reply/{request_id}")
+            await client.publish(f"{PREFIX}/{user}/{kind}", {**body, "id": request_id})
             async with asyncio.timeout(timeout):
                 while True:
                     reply = (await replies.get()).json()
@@ -355,3 +366,144 @@ async def install_examples(
     ha.add_file("packages/lookout_readme.yaml", yaml.safe_dump(readme_snippets(ha.phone)))
     await ha.call_service("homeassistant", "reload_all", timeout=120)
     await ha.mqtt_barrier()
+
+
+# -- the custom integration (custom_components/lookout) ---------------------------------------
+
+INTEGRATION = REPO / "custom_components" / "lookout"
+"""The integration as the repository ships it; the harness copies it into the config."""
+LLM_PROBE = Path(__file__).parent / "llm_probe" / "lookout_llm_probe"
+"""A test-only integration that uses LLM APIs the way conversation agents do."""
+HA_INTEGRATIONS = ("assist_pipeline", "diagnostics", "lookout_llm_probe")
+"""Set up from configuration.yaml besides the harness's own (default_config would have
+the first two)."""
+LOOKOUT_USERS = {
+    "homeassistant": {"role": "admin"},
+    "porch_viewer": {"role": "viewer", "cameras": ["porch"]},
+}
+"""lookout's users for the integration's tests: Home Assistant's default lookout user may
+do anything, the porch viewer sees the porch camera and nothing else."""
+DOMAIN = "lookout"
+AGENT = "conversation.lookout"
+FLOW = "/api/config/config_entries/flow"
+OPTIONS_FLOW = "/api/config/config_entries/options/flow"
+
+
+async def integration_entries(ha: HomeAssistant) -> list[dict[str, Any]]:
+    """The lookout config entries, as the UI lists them."""
+    entries = await ha.api("GET", f"/api/config/config_entries/entry?domain={DOMAIN}")
+    return [e for e in entries if e["domain"] == DOMAIN]
+
+
+async def add_integration(
+    ha: HomeAssistant, flow: dict[str, Any] | None = None, **answer: Any
+) -> dict[str, Any]:
+    """The config flow through the REST API, as the UI drives it: the form (or the form
+    ``flow`` showed last, to answer it again), then the answer (the form's defaults for
+    what ``answer`` leaves out); the flow's result."""
+    form = flow or await ha.api("POST", FLOW, {"handler": DOMAIN})
+    assert form["type"] == "form" and form["step_id"] == "user", form
+    defaults = {field["name"]: field.get("default") for field in form["data_schema"]}
+    return await ha.api(  # type: ignore[no-any-return]
+        "POST", f"{FLOW}/{form['flow_id']}", {**defaults, **answer}
+    )
+
+
+async def loaded_entry(ha: HomeAssistant) -> dict[str, Any]:
+    """The loaded lookout entry (added through the config flow if there is none)."""
+    entries = await integration_entries(ha)
+    if not entries:
+        result = await add_integration(ha)
+        assert result["type"] == "create_entry", result
+        # Its subscriptions (lookout's retained status and tools) are through.
+        await ha.mqtt_barrier()
+        entries = await integration_entries(ha)
+    (entry,) = entries
+    assert entry["state"] == "loaded", entry
+    return entry
+
+
+async def options_flow(
+    ha: HomeAssistant, entry_id: str, step: str, answer: dict[str, Any]
+) -> dict[str, Any]:
+    """One pass through the options: the menu, the step, the answer; the last result."""
+    menu = await ha.api("POST", OPTIONS_FLOW, {"handler": entry_id})
+    assert menu["type"] == "menu" and step in menu["menu_options"], menu
+    form = await ha.api("POST", f"{OPTIONS_FLOW}/{menu['flow_id']}", {"next_step_id": step})
+    assert form["type"] == "form" and form["step_id"] == step, form
+    return await ha.api(  # type: ignore[no-any-return]
+        "POST", f"{OPTIONS_FLOW}/{menu['flow_id']}", answer
+    )
+
+
+async def frigate_objects(service: Lookout, objects: list[tuple[str, str]]) -> list[str]:
+    """Frigate's ``new`` event for each ``(camera, label)``, as Frigate publishes it; the
+    object ids (lookout stores them as they come)."""
+    now = time.time()
+    ids = []
+    for n, (camera, label) in enumerate(objects):
+        oid = f"{now:.6f}-{uuid.uuid4().hex[:6]}"
+        obj = tracked_object(oid, camera, label, now - 60 + n, now - 60 + n)
+        await service.publish("frigate/events", {"type": "new", "before": obj, "after": obj})
+        ids.append(oid)
+    return ids
+
+
+async def stored(service: Lookout, ids: list[str], timeout: float = 15) -> None:
+    """Wait until lookout's history holds these objects (``search_objects`` as an admin)."""
+    body = {"tool_name": "search_objects", "arguments": {"limit": 100}}
+    async with asyncio.timeout(timeout):
+        while True:
+            reply = await service.request("tool", body)
+            found = {o["id"] for o in reply.get("result", {}).get("objects", [])}
+            if set(ids) <= found:
+                return
+            await asyncio.sleep(0.1)  # re-ask cadence: lookout tells no one it has stored
+
+
+async def ask(
+    ws: HaWebSocket, text_: str, conversation_id: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """``conversation/process`` with the lookout agent, as the websocket's user."""
+    command = {"type": "conversation/process", "text": text_, "agent_id": AGENT, "language": "en"}
+    if conversation_id is not None:
+        command["conversation_id"] = conversation_id
+    return await ws.command(command, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def speech(result: dict[str, Any]) -> str:
+    return str(result["response"]["speech"]["plain"]["speech"])
+
+
+async def pipeline_id(ha: HomeAssistant) -> str:
+    pipelines = await ha.ws.command({"type": "assist_pipeline/pipeline/list"})
+    for pipeline in pipelines["pipelines"]:
+        if pipeline["conversation_engine"] == AGENT:
+            return str(pipeline["id"])
+    created = await ha.ws.command(
+        {"type": "assist_pipeline/pipeline/create", "name": "lookout",
+         "conversation_engine": AGENT, "conversation_language": "en", "language": "en",
+         "stt_engine": None, "stt_language": None, "tts_engine": None, "tts_language": None,
+         "tts_voice": None, "wake_word_entity": None, "wake_word_id": None}
+    )  # fmt: skip
+    return str(created["id"])
+
+
+async def run_pipeline(ha: HomeAssistant, text_: str) -> list[tuple[float, dict[str, Any]]]:
+    """An Assist pipeline run on text (intent stage only); its events with arrival times."""
+    payload = {
+        "type": "assist_pipeline/run", "start_stage": "intent", "end_stage": "intent",
+        "input": {"text": text_}, "pipeline": await pipeline_id(ha),
+    }  # fmt: skip
+    events: list[tuple[float, dict[str, Any]]] = []
+    async with ha.subscription(payload) as run:
+        while not events or events[-1][1]["type"] != "run-end":
+            events.append(((time.monotonic()), await run.next(timeout=60)))
+    return events
+
+
+def streams(ha_version: str) -> bool:
+    """Releases whose agents stream into a chat log that pipelines forward (2025.4 does;
+    2024.11 has no chat log)."""
+    major, minor = (int(p) for p in ha_version.split(".")[:2])
+    return (major, minor) >= (2025, 4)
