@@ -32,8 +32,8 @@ from bench.harness import FakeLLMProcess, pct  # noqa: E402
 from bench.table import render, row  # noqa: E402
 
 SIZES = {  # seconds of load, clients in flight
-    "full": (20.0, 96),
-    "quick": (6.0, 96),
+    "full": (20.0, 256),
+    "quick": (6.0, 256),
     "smoke": (1.5, 16),
 }
 TAKEOVER_S = 15.0
