@@ -45,11 +45,22 @@ async def test_assist_asks_lookout_which_asks_the_real_llama_cpp_server(
     response = ended["data"]["intent_output"]["response"]
     assert response["response_type"] == "action_done", response
     assert response["speech"]["plain"]["speech"] == AFTER_SEARCH_ANSWER
+    deltas = [
+        e["data"]["chat_log_delta"]
+        for _, e in events
+        if e["type"] == "intent-progress" and "chat_log_delta" in (e.get("data") or {})
+    ]
     version = (await homeassistant.ws.command({"type": "get_config"}))["version"]
-    if streams(version):
-        pieces = [
-            e["data"]["chat_log_delta"].get("content") or ""
-            for _, e in events
-            if e["type"] == "intent-progress" and "chat_log_delta" in (e.get("data") or {})
-        ]
-        assert "".join(pieces) == AFTER_SEARCH_ANSWER
+    if not streams(version):
+        assert deltas == []
+        return
+    assert "".join(d.get("content") or "" for d in deltas) == AFTER_SEARCH_ANSWER
+    entry_id = lookout_integration["entry_id"]
+    diagnostics = await homeassistant.api("GET", f"/api/diagnostics/config_entry/{entry_id}")
+    if diagnostics["data"]["home_assistant"]["external_tool_calls"]:
+        # The chat log also shows lookout's tool round, marked as run outside Home Assistant.
+        (called,) = [c for d in deltas for c in d.get("tool_calls") or []]
+        assert called["tool_name"] == "search_objects" and called["external"] is True
+        assert called["tool_args"] == {"label": "car"}
+        (result,) = [d for d in deltas if d.get("role") == "tool_result"]
+        assert result["tool_call_id"] == called["id"] and "objects" in result["tool_result"]
