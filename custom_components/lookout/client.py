@@ -117,16 +117,14 @@ class Call:
             yield reply
 
     async def result(self, timeout: float) -> dict[str, Any]:
-        """The ``done`` reply; raises LookoutError for an ``error`` reply or no answer."""
+        """The ``done`` reply; raises LookoutError for an ``error`` reply or no answer.
+
+        For the requests this is used for (``tool``, ``health``) the terminal reply is
+        the only one, so waiting ``timeout`` for the next reply is waiting for the answer.
+        """
         try:
-            async with asyncio.timeout(timeout):
-                async for _reply in self.replies(timeout):
-                    pass
-        except TimeoutError:
-            self.client.stats.no_answer += 1
-            raise LookoutError(
-                "no_answer", f"lookout did not answer within {timeout:g} seconds"
-            ) from None
+            async for _reply in self.replies(timeout):
+                pass
         finally:
             self.client.forget(self)
         return raise_for_error(self.terminal)

@@ -136,8 +136,7 @@ class LookoutAgent(conversation.ConversationEntity):
                 intent.IntentResponseErrorCode.UNKNOWN, describe_error(err, user)
             )
             return self._result(response, conversation_id, chat_log)
-        message = done.get("message") if isinstance(done.get("message"), dict) else {}
-        answer = str(message.get("content") or "")
+        answer = final_text(done)
         if chat_log is not None and not _ends_with(chat_log, answer):
             chat_log.async_add_assistant_content_without_tools(
                 conversation.AssistantContent(
@@ -224,6 +223,16 @@ async def _deltas(call: Call, timeout: float) -> AsyncIterator[dict[str, Any]]:
                     "tool_name": str(reply.get("name")),
                     "tool_result": result if isinstance(result, dict) else {"result": result},
                 }
+
+
+def final_text(done: dict[str, Any]) -> str:
+    """The answer (``done.message.content``), or lookout's notes when the model said nothing."""
+    message = done.get("message") if isinstance(done.get("message"), dict) else {}
+    content = str(message.get("content") or "").strip()
+    if content:
+        return content
+    notes = [str(n) for n in done.get("notes") or [] if n]
+    return " ".join(["lookout's model gave no answer.", *notes])
 
 
 def _ends_with(chat_log: Any, answer: str) -> bool:
