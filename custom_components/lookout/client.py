@@ -280,7 +280,8 @@ class LookoutClient:
         try:
             await mqtt.async_publish(self.hass, topic, data, qos=1, retain=retain)
         except HomeAssistantError as err:
-            raise LookoutError("mqtt", f"could not publish to {topic}: {err}") from err
+            message = f"Home Assistant could not publish to {topic}: {err}"
+            raise LookoutError("mqtt", message) from err
 
     # -- reply subscriptions ---------------------------------------------------------------
 
@@ -308,8 +309,8 @@ class LookoutClient:
             self._drop_channel(channel)
             raise LookoutError(
                 "mqtt",
-                f"Home Assistant's MQTT connection received nothing on {channel.topic}: is "
-                f"its broker login allowed to read and write lookout user '{user}'s topics?",
+                f"Home Assistant's MQTT connection received nothing on {channel.topic}; "
+                f"its broker login may not be allowed the topics of lookout user '{user}'",
             ) from None
 
     @callback

@@ -21,13 +21,14 @@ _SENTENCES = {
     "shutting_down": "lookout stopped before it could answer.",
     "unavailable": "lookout cannot answer right now: something it needs is unavailable.",
     "invalid_request": "lookout could not take the question.",
-    "offline": "lookout is offline.",
-    "no_answer": "lookout did not answer.",
-    "mqtt": "Home Assistant could not reach lookout over MQTT.",
 }
+_OWN = frozenset({"offline", "no_answer", "mqtt"})
+"""The integration's own codes, whose message is already a sentence."""
 
 
 def describe_error(error: LookoutError, user: str) -> str:
-    """A sentence for the error's code, then lookout's own message."""
+    """A sentence for lookout's error code, then lookout's own message in brackets."""
+    if error.code in _OWN:
+        return f"{error.message}."
     sentence = _SENTENCES.get(error.code, "lookout could not answer.").format(user=user)
     return f"{sentence} ({error.message})" if error.message else sentence

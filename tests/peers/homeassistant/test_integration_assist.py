@@ -161,8 +161,7 @@ async def test_no_answer_within_the_timeout_is_said_not_waited_for(
         result = await ask(homeassistant.ws, "Is the gate open?")
         waited = time.monotonic() - started
         assert result["response"]["response_type"] == "error", result
-        assert speech(result).startswith("lookout did not answer."), speech(result)
-        assert f"within {timeout_s} seconds" in speech(result)
+        assert speech(result) == f"lookout did not answer within {timeout_s} seconds."
         assert timeout_s <= waited < timeout_s + 5, waited
     finally:
         agent.model.chat_reply = None
