@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fake_llm import RecordedRequest, Reply, error, hang, text, tool_calls
+from tests.fake_llm import RecordedRequest, Reply, error, hang, reasoning, text, tool_calls
 from tests.peers.homeassistant.harness import HaUser, HomeAssistant
 from tests.peers.homeassistant.lookout import (
     LOOKOUT_USERS,
@@ -39,6 +39,8 @@ CARS = [("porch", "car"), ("garage", "car"), ("garage", "car")]
 SLOW_ANSWER = "The porch is quiet. The garage door is shut. The driveway is empty."
 SLOW_PIECES = 4
 SLOW_GAP_S = 0.25
+THOUGHT = "The porch camera saw nobody since noon."
+THOUGHT_ANSWER = "Nobody is at the door."
 
 
 def found_cars(result: dict[str, Any]) -> str:
@@ -55,6 +57,8 @@ def camera_model(request: RecordedRequest) -> Reply | None:
     question = question_of(last)
     if "cars" in question:
         return tool_calls([("search_objects", {"label": "car"})])
+    if "think" in question.lower():
+        return reasoning(THOUGHT, THOUGHT_ANSWER)
     if "slowly" in question:
         size = -(-len(SLOW_ANSWER) // SLOW_PIECES)
         return text(SLOW_ANSWER, chunk_size=size, delay_s=SLOW_GAP_S)
@@ -196,3 +200,23 @@ async def test_an_assist_pipeline_streams_the_answer(
     # Streamed: the answer came in pieces, the first long before the answer was whole.
     assert len(pieces) >= 3, pieces
     assert ended[0] - pieces[0][0] >= (SLOW_PIECES - 2) * SLOW_GAP_S, (pieces, ended[0])
+
+
+async def test_the_model_s_reasoning_goes_to_the_chat_log_where_it_can(
+    homeassistant: HomeAssistant, agent: Lookout, lookout_integration: dict[str, Any]
+) -> None:
+    events = await run_pipeline(homeassistant, "Think: is anyone at the door?")
+    (ended,) = [e for _, e in events if e["type"] == "intent-end"]
+    assert ended["data"]["intent_output"]["response"]["speech"]["plain"]["speech"] == (
+        THOUGHT_ANSWER
+    )
+    deltas = [
+        e["data"]["chat_log_delta"]
+        for _, e in events
+        if e["type"] == "intent-progress" and "chat_log_delta" in (e.get("data") or {})
+    ]
+    entry_id = lookout_integration["entry_id"]
+    diagnostics = await homeassistant.api("GET", f"/api/diagnostics/config_entry/{entry_id}")
+    thought = "".join(d.get("thinking_content") or "" for d in deltas)
+    # 2026.2 takes thinking content; 2025.4 has no place for it (and 2024.11 no chat log).
+    assert thought == (THOUGHT if diagnostics["data"]["home_assistant"]["thinking_content"] else "")
