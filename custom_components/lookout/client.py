@@ -135,7 +135,9 @@ def raise_for_error(reply: dict[str, Any] | None) -> dict[str, Any]:
     if reply is None:
         raise LookoutError("no_answer", "lookout ended the request without an answer")
     if reply.get("type") == "error":
-        error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            error = {}
         raise LookoutError(
             str(error.get("code") or "internal"), str(error.get("message") or "no message")
         )

@@ -203,16 +203,15 @@ async def _deltas(call: Call, timeout: float) -> AsyncIterator[dict[str, Any]]:
             after_tools = True
             if EXTERNAL_TOOLS:
                 arguments = reply.get("arguments")
-                yield {
-                    "tool_calls": [
-                        llm.ToolInput(
-                            id=str(reply.get("call_id")),
-                            tool_name=str(reply.get("name")),
-                            tool_args=arguments if isinstance(arguments, dict) else {},
-                            external=True,
-                        )
-                    ]
+                # ``external`` (run by the agent, not by Home Assistant) is not a field
+                # of every release's ToolInput; EXTERNAL_TOOLS says this one has it.
+                tool_input: dict[str, Any] = {
+                    "id": str(reply.get("call_id")),
+                    "tool_name": str(reply.get("name")),
+                    "tool_args": arguments if isinstance(arguments, dict) else {},
+                    "external": True,
                 }
+                yield {"tool_calls": [llm.ToolInput(**tool_input)]}
         elif kind == "tool_result":
             after_tools = True
             if EXTERNAL_TOOLS:
@@ -227,7 +226,9 @@ async def _deltas(call: Call, timeout: float) -> AsyncIterator[dict[str, Any]]:
 
 def final_text(done: dict[str, Any]) -> str:
     """The answer (``done.message.content``), or lookout's notes when the model said nothing."""
-    message = done.get("message") if isinstance(done.get("message"), dict) else {}
+    message = done.get("message")
+    if not isinstance(message, dict):
+        message = {}
     content = str(message.get("content") or "").strip()
     if content:
         return content
