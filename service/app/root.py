@@ -112,12 +112,16 @@ async def build(settings: Settings) -> Runtime:
     clustered = settings.cluster.enabled
     worker = resolve_worker_name(settings.cluster) if clustered else None
     holds_bridge: list[Callable[[], bool]] = []
+    bridge_handle = _bridge_handler(bridge, holds_bridge)
+    # Home Assistant's Frigate sensor follows Frigate's availability as it changes.
+    on_frigate_available = bridge_handle if settings.homeassistant.discovery else None
     dispatcher = Dispatcher(
         publisher,
         topics,
         journal,
         request_routes,
-        _message_routes(topics, frigate, frames) + _bridge_routes(bridge, holds_bridge),
+        _message_routes(topics, frigate, frames, on_frigate_available)
+        + _bridge_routes(bridge, bridge_handle),
         admission=Admission(settings).check,
         protected_prefixes=(
             settings.homeassistant.discovery_prefix,
@@ -176,10 +180,16 @@ async def _join_cluster(runtime: Runtime, worker: str, client_id: str) -> Cluste
 
 
 def _message_routes(
-    topics: TopicMap, frigate: FrigateMirror, frames: FrameStore
+    topics: TopicMap,
+    frigate: FrigateMirror,
+    frames: FrameStore,
+    on_frigate_available: Callable[[Message], None] | None,
 ) -> list[MessageRoute]:
     def frigate_handler(message: Message) -> None:
         frigate.handle(message.topic, message.payload, message.retain)
+        if message.topic == topics.frigate_available and on_frigate_available is not None:
+            # A message goes to the first matching route only, and this one is Frigate's.
+            on_frigate_available(message)
 
     def frame_handler(message: Message) -> None:
         captures = topics.frame.match(message.topic)
@@ -228,15 +238,21 @@ def _message_routes(
     return routes
 
 
-def _bridge_routes(
+def _bridge_handler(
     bridge: HomeAssistantBridge, holds: list[Callable[[], bool]]
-) -> list[MessageRoute]:
+) -> Callable[[Message], None]:
     def handle(message: Message) -> None:
         # In a cluster one worker runs the bridge: the others' copies of its topics are
         # not theirs to act on (each question would become one chat per worker).
         if all(check() for check in holds):
             bridge.handle(message)
 
+    return handle
+
+
+def _bridge_routes(
+    bridge: HomeAssistantBridge, handle: Callable[[Message], None]
+) -> list[MessageRoute]:
     return [
         MessageRoute(f, qos, functools.partial(filter_matches, f), handle, "homeassistant")
         for f, qos in bridge.subscriptions()

@@ -80,12 +80,6 @@ async def test_the_frigate_sensor_is_off_until_frigate_says_online(
     await lookout.publish("frigate/available", b"", retain=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the composition root routes frigate/available only to the Frigate mirror; "
-    "the bridge sees it from lookout's health (at start, on Home Assistant's birth, every "
-    "homeassistant.llm_check_interval_s) until service/app.py routes it to the bridge too",
-)
 async def test_the_frigate_sensor_follows_frigate_while_lookout_runs(
     homeassistant: HomeAssistant, lookout: Lookout
 ) -> None:
