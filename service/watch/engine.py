@@ -369,7 +369,7 @@ class WatchEngine:
         return [r.job for r in self._live.values() if r.job.active]
 
     async def _resume(self) -> None:
-        for job in await self.store.unalerted():
+        for job in await self.store.unalerted(self.clock.now()):
             self.output.resend(job)
         await self.resume(await self.store.unfinished())
 

@@ -9,6 +9,7 @@ deletes them and the engine clears their retained topics.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -174,13 +175,10 @@ class WatchStore:
             rows = (await conn.execute(query)).all()
         return [row_to_job(r._mapping) for r in rows]
 
-    async def unalerted(self) -> list[WatchJob]:
+    async def unalerted(self, now: float | None = None) -> list[WatchJob]:
         """Finished jobs whose alert may not have gone out (a crash in between)."""
         t = watches_table
-        query = sa.select(t).where(
-            t.c.status.in_([WatchStatus.SUCCESS.value, WatchStatus.FAILED.value]),
-            t.c.alerted.is_(False),
-        )
+        query = sa.select(t).where(_unalerted(now if now is not None else time.time()))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [row_to_job(r._mapping) for r in rows]
@@ -230,11 +228,7 @@ class WatchStore:
         t = watches_table
         stmt = (
             t.update()
-            .where(
-                t.c.status.in_([WatchStatus.SUCCESS.value, WatchStatus.FAILED.value]),
-                t.c.alerted.is_(False),
-                orphaned,
-            )
+            .where(_unalerted(time.time()), orphaned)
             .values(worker_id=self.worker_id)
             .returning(t)
         )
@@ -259,3 +253,19 @@ class WatchStore:
         query = sa.select(t.c.id, t.c.worker_id).where(t.c.status.not_in(_TERMINAL_VALUES))
         async with self._engine.connect() as conn:
             return {row[0]: row[1] for row in await conn.execute(query)}
+
+
+CANCEL_ALERT_RESEND_S = 600.0
+"""A cancelled watch's alert is resent after a crash only this soon after the cancel:
+cancels have alerted only since this release, and older ones must not alert now."""
+
+
+def _unalerted(now: float) -> sa.ColumnElement[bool]:
+    """Finished watches whose alert may not have gone out (a crash came in between)."""
+    t = watches_table
+    ended = t.c.status.in_([WatchStatus.SUCCESS.value, WatchStatus.FAILED.value])
+    cancelled = sa.and_(
+        t.c.status == WatchStatus.CANCELLED.value,
+        t.c.ended_at > now - CANCEL_ALERT_RESEND_S,
+    )
+    return sa.and_(t.c.alerted.is_(False), sa.or_(ended, cancelled))

@@ -749,3 +749,19 @@ async def test_history_sent_to_the_model_is_bounded(
     finally:
         await rig.stop()
         await rig.db.dispose()
+
+
+async def test_a_cancel_alert_lost_in_a_crash_is_sent_only_if_recent(rig: Rig) -> None:
+    await create_tables(rig.db)
+    now = rig.clock.now()
+    for job_id, ended in (("recent", now - 5), ("old", now - 3600)):
+        job = WatchJob(job_id, "alice", "driveway", "a fox", ended - 60, ended + 3000,
+                       status=WatchStatus.RUNNING)  # fmt: skip
+        job.transition(WatchEvent.CANCEL, ended)
+        await WatchStore(rig.db).save(job_to_row(job))
+    await rig.start()
+    alert = (await rig.publisher.wait_for(lambda m: m.topic.endswith("/alert"))).json()
+    assert alert["job_id"] == "recent" and alert["status"] == "cancelled"
+    await rig.state("recent", lambda s: s["alerted"])
+    # The old cancel (from before cancels alerted) stays silent.
+    assert [m for m in rig.publisher.on("/alert") if "old" in m.topic] == []
