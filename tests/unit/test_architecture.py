@@ -197,6 +197,26 @@ def test_no_import_cycle() -> None:
     assert not found, "\n".join(" -> ".join(group) for group in found)
 
 
+def test_home_assistant_integration_stands_alone() -> None:
+    """The integration runs inside Home Assistant, where ``service`` is not installed."""
+    found = []
+    for path in (REPO / "custom_components").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            found += [
+                f"{path.relative_to(REPO)}: {n}"
+                for n in names
+                if n.split(".")[0] in {"service", "tests"}
+            ]
+    assert found == []
+
+
 def test_parts_stay_small() -> None:
     """A module past ~400 lines is due for a split (the guide's rule of thumb)."""
     long = {
