@@ -680,9 +680,13 @@ class HomeAssistant:
     async def check_config(self, timeout: float = 120) -> CheckConfigResult:
         """``hass --script check_config -c <dir>``: its exit code and output.
 
-        It checks the files as they are now, in a separate process; it starts with empty
-        registries, so a device action (``device_id:``) is reported as "Unknown device".
+        It checks the files as they are now, in a separate process that reads the
+        registries from ``.storage``. Home Assistant writes a changed registry there up to
+        ten seconds later, so this first waits until every device the running Home
+        Assistant knows is on disk: else a device action (``device_id:``, the blueprint's
+        phone) is reported as "Unknown device".
         """
+        await self._devices_on_disk()
         proc = await asyncio.create_subprocess_exec(
             str(self.hass), "--script", "check_config", "-c", str(self.config_dir),
             stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -696,6 +700,20 @@ class HomeAssistant:
             await proc.wait()
             raise
         return CheckConfigResult(proc.returncode or 0, output.decode(errors="replace"))
+
+    async def _devices_on_disk(self, timeout: float = 30) -> None:
+        devices = await self.ws.command({"type": "config/device_registry/list"})
+        wanted = {d["id"] for d in devices}
+        path = self.config_dir / ".storage" / "core.device_registry"
+        async with asyncio.timeout(timeout):
+            while True:
+                if path.exists():
+                    with contextlib.suppress(ValueError):
+                        saved = json.loads(path.read_text())["data"]["devices"]
+                        if wanted <= {d["id"] for d in saved}:
+                            return
+                # No notification exists for the delayed save; look again shortly.
+                await asyncio.sleep(0.25)
 
 
 async def _body(response: aiohttp.ClientResponse) -> Any:
