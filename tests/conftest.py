@@ -18,6 +18,23 @@ from tests.broker import REPO, Broker, ExternalBroker, start_shared_broker, stop
 from tests.mqttc import MqttTestClient, next_message
 from tests.pg import fresh_database
 
+HOMEASSISTANT_TIER = "tests/peers/homeassistant/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``scripts/test`` runs ``-n``), a test file runs whole on one
+    process, in its own order, and the Home Assistant tier runs whole on one process:
+    it shares one Home Assistant, and its last test reads the log of all the others."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndTiers(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return HOMEASSISTANT_TIER if path.startswith(HOMEASSISTANT_TIER) else path
+
+    return FilesAndTiers(config, log)
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker | ExternalBroker]:

@@ -12,7 +12,6 @@ Tests that use these fixtures run in the session's event loop:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,12 +159,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _build_llama_server_first(items: list[pytest.Item], here: Path) -> None:
-    """The llama.cpp server some tests of this tier use (``llama_server``) is built at
-    collection, as its own tier does, not inside a test's time limit. A failed build is
-    raised again by the fixture, so those tests fail (never skip)."""
-    if any(
-        here in Path(str(i.path)).parents and "llama_server" in getattr(i, "fixturenames", ())
-        for i in items
-    ):
-        with contextlib.suppress(llama_build.BuildError):
-            llama_build.server_binary()
+    """The llama.cpp server some tests of this tier use starts building now if it is
+    missing (as in its own tier, see ``build.prepare``); a failed build fails them."""
+    llama_build.prepare(items, here)

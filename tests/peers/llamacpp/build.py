@@ -1,7 +1,9 @@
 """Find (building on first use) the llama.cpp server binary and its source tree.
 
 Both come from ``scripts/llama-server``, which caches them under ``.cache/llama.cpp/``;
-this module only runs it and hands the paths to fixtures.
+this module only runs it and hands the paths to fixtures. ``prepare`` starts a missing
+build in the background at collection, so the other tests run while it compiles; the
+tests that need the server wait for it (with their time limit raised by ``WAIT_S``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import functools
 import subprocess
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "llama-server"
@@ -37,10 +41,66 @@ def _run(*args: str) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+_background: list[subprocess.Popen[str]] = []
+
+WAIT_S = 900
+"""Added to the time limit of a test that needs the server while it is still being built:
+a fresh two-core machine builds in about four minutes, longer while tests run next to it."""
+
+
+def binary_path() -> Path:
+    """Where ``scripts/llama-server`` puts the binary (it may not be there yet)."""
+    done = subprocess.run(
+        [str(SCRIPT), "--binary-path"], capture_output=True, text=True, check=True
+    )
+    return Path(done.stdout.strip())
+
+
+def start() -> None:
+    """Start building the server in the background, unless it is built (or building)."""
+    if _background or binary_path().exists():
+        return
+    _background.append(
+        subprocess.Popen(
+            [str(SCRIPT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a Ctrl-C of pytest does not cut a build in half
+        )
+    )
+
+
+def prepare(items: list[pytest.Item], here: Path) -> None:
+    """At collection: if a selected test under ``here`` needs the server and it is not
+    built yet, start the build and give those tests ``WAIT_S`` more time."""
+    needing = [
+        item
+        for item in items
+        if here in item.path.parents and "llama_binary" in getattr(item, "fixturenames", ())
+    ]
+    if not needing or binary_path().exists():
+        return
+    start()
+    for item in needing:
+        marker = item.get_closest_marker("timeout")
+        limit = marker.args[0] if marker and marker.args else item.config.getini("timeout")
+        item.add_marker(pytest.mark.timeout(float(limit or 0) + WAIT_S))
+
+
 @functools.cache
 def server_binary() -> Path:
-    """Path of a ready ``llama-server`` (built on the first call on a fresh machine)."""
-    return _run()
+    """Path of a ready ``llama-server`` (waits for a build ``start`` began, or builds)."""
+    if not _background:
+        return _run()
+    proc = _background[0]
+    try:
+        out, err = proc.communicate(timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise BuildError(f"{SCRIPT.name} took over {BUILD_TIMEOUT_S} s") from exc
+    if proc.returncode != 0:
+        raise BuildError(f"{SCRIPT.name} failed:\n{err[-4000:]}")
+    return Path(out.strip().splitlines()[-1])
 
 
 @functools.cache

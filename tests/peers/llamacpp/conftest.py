@@ -1,8 +1,9 @@
 """Fixtures: a real llama.cpp server on the scripted model (see ``model.py``).
 
-The first run on a machine builds ``llama-server`` (about four minutes on two cores). That
-happens at collection time, outside pytest-timeout's per-test budget; a failed build makes
-every test that needs the server fail (never skip) with the build's output.
+The first run on a machine builds ``llama-server`` (about four minutes on two cores): it
+starts in the background at collection, the other tests run meanwhile, and the tests that
+need the server wait for it with their time limit raised for the wait. A failed build
+makes every test that needs the server fail (never skip) with the build's output.
 """
 
 from __future__ import annotations
@@ -19,25 +20,18 @@ from tests.peers.llamacpp.projector import write_projector
 from tests.peers.llamacpp.server import LlamaServer
 
 HERE = Path(__file__).parent
-_build_error: list[BaseException] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Build the server before the first test runs, if any selected test needs it."""
-    if config.option.collectonly or not any(HERE in item.path.parents for item in items):
+    """Start building the server now if a selected test needs it (see ``build.prepare``)."""
+    if config.option.collectonly:
         return
-    try:
-        build.server_binary()
-        build.source_dir()
-    except build.BuildError as exc:
-        _build_error.append(exc)
+    build.prepare(items, HERE)
 
 
 @pytest.fixture(scope="session")
 def llama_binary() -> Path:
-    """The ``llama-server`` executable."""
-    if _build_error:
-        raise _build_error[0]
+    """The ``llama-server`` executable (a failed build fails the test, never skips it)."""
     return build.server_binary()
 
 
