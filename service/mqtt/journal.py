@@ -9,6 +9,7 @@ again, so nothing accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,18 +137,7 @@ class Journal:
             t.update()
             .where(sa.tuple_(t.c.user, t.c.id).in_(chosen))
             .values(worker_id=self.worker_id, attempt=sa.func.coalesce(t.c.attempt, 1) + 1)
-            .returning(
-                t.c.user,
-                t.c.id,
-                t.c.kind,
-                t.c.topic,
-                t.c.payload,
-                t.c.reply_topic,
-                t.c.correlation_data,
-                t.c.received_at,
-                t.c.attempt,
-                t.c.terminal,
-            )
+            .returning(*_entry_columns())
         )
         async with begin_write(self._engine) as conn:
             rows = (await conn.execute(stmt)).all()
@@ -167,16 +157,9 @@ class Journal:
         t = requests_table
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(
-                    t.c.user,
-                    t.c.id,
-                    t.c.kind,
-                    t.c.topic,
-                    t.c.payload,
-                    t.c.reply_topic,
-                    t.c.correlation_data,
-                    t.c.received_at,
-                )
+                # A single worker's restart runs them again from the start: no attempt
+                # count or kept terminal reply (those are for a cluster's takeover).
+                sa.select(*_entry_columns(with_run=False))
                 .where(t.c.finished_at.is_(None))
                 .order_by(t.c.received_at)
             )
@@ -193,6 +176,17 @@ class Journal:
                 )
             )
             return int(result.rowcount or 0)
+
+
+def _entry_columns(*, with_run: bool = True) -> list[sa.Column[Any]]:
+    """The journal's columns in ``JournalEntry``'s field order.
+
+    ``with_run`` adds the attempt count and the kept terminal reply.
+    """
+    names = [f.name for f in dataclasses.fields(JournalEntry)]
+    if not with_run:
+        names = [n for n in names if n not in {"attempt", "terminal"}]
+    return [requests_table.c[n] for n in names]
 
 
 def _entry_row(entry: JournalEntry) -> dict[str, Any]:
