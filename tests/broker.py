@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,44 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_D = REPO / "mosquitto" / "conf.d"
 
 
+_PORT_WINDOW = 1500
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, for a server that is started a little later.
+
+    A port the kernel picks (bind to 0) comes from its ephemeral range, which outgoing
+    connections draw from too: in the seconds before Home Assistant or PostgreSQL binds
+    the port, a connection of another test process may take it. So the port comes from
+    below that range, from a window of this process's own (one per pytest-xdist worker),
+    and is never handed out twice by one process.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = 20000 + (index % 8) * _PORT_WINDOW
+    if low + _PORT_WINDOW > _ephemeral_low():  # an unusual range: let the kernel choose
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    candidates = [p for p in range(low, low + _PORT_WINDOW) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}..{low + _PORT_WINDOW - 1}")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
