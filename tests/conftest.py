@@ -21,17 +21,38 @@ from tests.pg import fresh_database
 HOMEASSISTANT_TIER = "tests/peers/homeassistant/"
 
 
+LLAMACPP_TIER = "tests/peers/llamacpp/"
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (``scripts/test`` runs ``-n``), a test file runs whole on one
     process, in its own order, and the Home Assistant tier runs whole on one process:
-    it shares one Home Assistant, and its last test reads the log of all the others."""
+    it shares one Home Assistant, and its last test reads the log of all the others.
+
+    The longest work goes out first, so that it does not end the run alone: the Home
+    Assistant tier (minutes of waiting on Home Assistant and on a watch that must time
+    out), then the files that start workers, then the llama.cpp tier (on a fresh machine
+    the server it needs is built meanwhile), then the unit tests, which fill the gaps.
+    """
     from xdist.scheduler import LoadScopeScheduling
+
+    def rank(scope: str) -> int:
+        if scope == HOMEASSISTANT_TIER:
+            return 0
+        if scope.startswith(("tests/e2e/", "tests/integration/")):
+            return 1
+        return 2 if scope.startswith(LLAMACPP_TIER) else 3
 
     class FilesAndTiers(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return HOMEASSISTANT_TIER if path.startswith(HOMEASSISTANT_TIER) else path
+
+        def _assign_work_unit(self, node: Any) -> None:
+            first = min(self.workqueue, key=rank)  # the first of the lowest rank
+            self.workqueue.move_to_end(first, last=False)
+            super()._assign_work_unit(node)
 
     return FilesAndTiers(config, log)
 
@@ -64,6 +85,10 @@ async def mqtt(broker: Broker | ExternalBroker) -> AsyncIterator[MqttTestClient]
         yield client
 
 
+_WORKDIR_DATABASES: dict[Path, str] = {}
+"""LOOKOUT_TEST_STORE=postgres: each work directory's database."""
+
+
 class Worker:
     """The real `lookout run` process, configured through a YAML file and the environment."""
 
@@ -81,12 +106,16 @@ class Worker:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def store_url() -> str:
-            # LOOKOUT_TEST_STORE=postgres runs the suite on PostgreSQL: a fresh database
-            # of the session's private cluster per worker (see tests/pg.py).
+            # LOOKOUT_TEST_STORE=postgres runs the suite on PostgreSQL: a database of the
+            # session's private cluster per work directory (see tests/pg.py), so that a
+            # worker restarted in the same directory finds its data, as with SQLite.
             if os.environ.get("LOOKOUT_TEST_STORE") == "postgres" and not (config or {}).get(
                 "store", {}
             ).get("url"):
-                return fresh_database()
+                key = workdir.resolve()
+                if key not in _WORKDIR_DATABASES:
+                    _WORKDIR_DATABASES[key] = fresh_database()
+                return _WORKDIR_DATABASES[key]
             return f"sqlite:///{workdir / 'lookout.db'}"
 
         self.config_path = workdir / "lookout.yml"

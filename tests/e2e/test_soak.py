@@ -17,7 +17,8 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.e2e
+# The soak sets its worker's store itself (bench/soak.py: SQLite, as the benchmarks measure).
+pytestmark = [pytest.mark.e2e, pytest.mark.store_independent]
 
 SECONDS = 60.0
 RSS_GROWTH_MB = 12.0

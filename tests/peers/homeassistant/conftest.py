@@ -146,16 +146,32 @@ LOG_CHECK = "test_the_home_assistant_log_has_no_errors_or_warnings"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The log check reads what every other test of the tier made Home Assistant do: it
-    runs after the tier's last test (the tier's tests stay together, in file order)."""
+    """The tier's tests stay together, in file order, except that the files that need the
+    llama.cpp server run last (on a fresh machine it is still being built when the tier
+    starts; the others need not wait for it), and the log check after them all: it reads
+    what every other test of the tier made Home Assistant do."""
     here = Path(__file__).parent
     _build_llama_server_first(items, here)
-    last = [i for i in items if i.name == LOG_CHECK and here in Path(str(i.path)).parents]
-    for item in last:
-        items.remove(item)
     tier = [n for n, i in enumerate(items) if here in Path(str(i.path)).parents]
-    if tier:
-        items[tier[-1] + 1 : tier[-1] + 1] = last
+    if not tier:
+        return
+    start, end = tier[0], tier[-1] + 1
+    ours = items[start:end]  # contiguous: the tier is one folder
+    by_file: dict[Path, list[pytest.Item]] = {}
+    for item in ours:
+        by_file.setdefault(Path(str(item.path)), []).append(item)
+    llama_files = {
+        path
+        for path, file_items in by_file.items()
+        if all("llama_binary" in getattr(i, "fixturenames", ()) for i in file_items)
+    }
+
+    def rank(item: pytest.Item) -> int:
+        if item.name == LOG_CHECK:
+            return 2
+        return 1 if Path(str(item.path)) in llama_files else 0
+
+    items[start:end] = sorted(ours, key=rank)  # stable: file order within each rank
 
 
 def _build_llama_server_first(items: list[pytest.Item], here: Path) -> None:

@@ -18,7 +18,11 @@ from tests.peers.homeassistant.harness import HomeAssistant
 
 # The session fixture may install Home Assistant first (about a minute, more on a slow
 # network), then start and onboard it: more than the project's 120 s per test.
-pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.timeout(900),
+    pytest.mark.store_independent,  # the harness alone: no lookout
+]
 
 
 async def test_started_onboarded_with_a_long_lived_token(homeassistant: HomeAssistant) -> None:
@@ -30,6 +34,17 @@ async def test_started_onboarded_with_a_long_lived_token(homeassistant: HomeAssi
     assert config["version"] == homeassistant.release
     tokens = await homeassistant.ws.command({"type": "auth/refresh_tokens"})
     assert any(t["type"] == "long_lived_access_token" for t in tokens)
+
+
+async def test_the_websocket_connects_again_after_home_assistant_closed_it(
+    homeassistant: HomeAssistant,
+) -> None:
+    # As Home Assistant does when a fixture has kept the loop from answering its pings.
+    states = await homeassistant.ws.subscribe({"type": "subscribe_events"})
+    await homeassistant.ws._ws.close()  # type: ignore[union-attr]
+    config = await homeassistant.ws.command({"type": "get_config"})
+    assert config["state"] == "RUNNING"
+    await states.unsubscribe()  # the old connection's: nothing to end, and no error
 
 
 async def test_mqtt_entry_is_loaded_on_the_test_broker(

@@ -62,8 +62,11 @@ class HaWebSocket:
         self._queues: dict[int, asyncio.Queue[Any]] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._reconnecting = asyncio.Lock()
+        self._closed = False
 
     async def connect(self, timeout: float = 30) -> None:
+        self._queues.clear()  # a new connection: the old one's subscriptions are gone
         async with asyncio.timeout(timeout):
             self._ws = await self._session.ws_connect(self._url, max_msg_size=0)
             greeting = await self._ws.receive_json()
@@ -98,9 +101,24 @@ class HaWebSocket:
             if not future.done():
                 future.set_result(item)
 
+    async def _connected(self) -> None:
+        """Connect again if Home Assistant closed the connection in the meantime.
+
+        It does when the client leaves its pings unanswered for about a minute: a test's
+        synchronous fixture that waits minutes (the llama.cpp build on a fresh machine)
+        stops the event loop that would answer them. A subscription of the closed
+        connection gets no more events; a later command works.
+        """
+        async with self._reconnecting:
+            if self._ws is not None and self._ws.closed and not self._closed:
+                if self._reader is not None:
+                    with contextlib.suppress(Exception):
+                        await self._reader
+                await self.connect()
+
     async def _send(self, msg_id: int, payload: dict[str, Any], timeout: float) -> Any:
         # No await between taking msg_id and writing the frame: ids reach Home Assistant
-        # strictly increasing, which it requires.
+        # strictly increasing, which it requires (callers reconnect before taking one).
         if self._ws is None or self._ws.closed:
             raise ConnectionError("the websocket is not connected")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -115,10 +133,12 @@ class HaWebSocket:
 
     async def command(self, payload: dict[str, Any], timeout: float = 30) -> Any:
         """Send one command and return its ``result``; raise HaCommandError on failure."""
+        await self._connected()
         return await self._send(next(self._ids), payload, timeout)
 
     async def subscribe(self, payload: dict[str, Any], timeout: float = 30) -> Subscription:
         """Start a subscription; its events are queued from the moment it is sent."""
+        await self._connected()
         msg_id = next(self._ids)
         # The queue exists before the command goes out: events may follow the result at once.
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -131,12 +151,15 @@ class HaWebSocket:
         return Subscription(self, msg_id, queue)
 
     async def unsubscribe(self, msg_id: int) -> None:
-        self._queues.pop(msg_id, None)
+        # Not one of this connection's (it was made again since): nothing to end.
+        if self._queues.pop(msg_id, None) is None:
+            return
         if self._ws is not None and not self._ws.closed:
             # unsubscribe_events ends any subscription of this connection, not just events.
             await self.command({"type": "unsubscribe_events", "subscription": msg_id})
 
     async def close(self) -> None:
+        self._closed = True
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

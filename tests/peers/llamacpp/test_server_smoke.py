@@ -22,6 +22,8 @@ from service.watch.vlm import RESPONSE_FORMAT
 from tests.peers.llamacpp import model
 from tests.peers.llamacpp.server import LlamaServer
 
+pytestmark = pytest.mark.store_independent  # the server alone, through the SDK: no lookout
+
 TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
