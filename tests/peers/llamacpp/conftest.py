@@ -8,11 +8,13 @@ makes every test that needs the server fail (never skip) with the build's output
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.peers.llamacpp import build
 from tests.peers.llamacpp.model import write_model
@@ -29,10 +31,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     build.prepare(items, HERE)
 
 
-@pytest.fixture(scope="session")
-def llama_binary() -> Path:
-    """The ``llama-server`` executable (a failed build fails the test, never skips it)."""
-    return build.server_binary()
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_binary() -> Path:
+    """The ``llama-server`` executable (a failed build fails the test, never skips it).
+
+    Waited for in a thread: the session's event loop keeps running meanwhile, so the
+    connections that session-scoped fixtures hold (Home Assistant's websocket, MQTT
+    clients) answer their pings through a wait of minutes on a fresh machine.
+    """
+    return await asyncio.to_thread(build.server_binary)
 
 
 @pytest.fixture(scope="session")
