@@ -82,11 +82,13 @@ def create_engine(url: str) -> AsyncEngine:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
+    # First: switching a new file to WAL takes a lock that another process starting at
+    # the same moment may hold, and only a busy timeout makes this one wait for it.
+    cursor.execute("PRAGMA busy_timeout=3000")
     # WAL lets readers (search) run while the batch writer commits; NORMAL sync keeps
     # commits cheap and is still durable across a process crash.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=3000")
     cursor.close()
 
 
@@ -145,7 +147,6 @@ async def dispose(engine: AsyncEngine) -> None:
     await engine.dispose()
 
 
-SCHEMA_TRIES = 3
 SCHEMA_LOCK_KEY = 0x6C6F6F6B6F7574
 """PostgreSQL advisory lock held while the schema is brought up to date ("lookout")."""
 
@@ -155,31 +156,22 @@ async def create_tables(engine: AsyncEngine, tables: Sequence[sa.Table] | None =
 
     An upgrade adds only nullable columns, which ``ALTER TABLE ... ADD COLUMN`` adds to
     an existing table on SQLite and PostgreSQL alike, so a database written by an older
-    lookout keeps its rows. On PostgreSQL a transaction-scoped advisory lock makes
-    workers that start at once take turns instead of racing on the same DDL; on SQLite
-    the one that lost such a race looks again.
+    lookout keeps its rows. Workers that start at once take turns instead of racing on
+    the same DDL: on PostgreSQL through a transaction-scoped advisory lock, on SQLite
+    through the file's write lock, taken before the first look.
 
     Args:
         engine: The database.
         tables: Only these tables (default: every table declared on :data:`metadata`).
     """
-    for attempt in range(SCHEMA_TRIES):
-        try:
-            async with engine.begin() as conn:
-                if not is_sqlite(engine):
-                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-                await conn.run_sync(_sync_schema, list(tables) if tables is not None else None)
-        except sa.exc.OperationalError as exc:
-            # SQLite has no such lock: two processes that start at once on one file may
-            # both see a table (or column) missing and one of them create it first. The
-            # next look sees it there.
-            text = str(exc).lower()
-            raced = "already exists" in text or "duplicate column" in text
-            if not (is_sqlite(engine) and raced) or attempt == SCHEMA_TRIES - 1:
-                raise
-            log.info("schema_upgrade_raced", attempt=attempt + 1)
+    async with engine.begin() as conn:
+        if is_sqlite(engine):
+            # Without it the driver runs each CREATE on its own, and a process could
+            # lose one table after another to the others (busy_timeout makes it wait).
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            return
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        await conn.run_sync(_sync_schema, list(tables) if tables is not None else None)
 
 
 def _sync_schema(conn: sa.Connection, tables: list[sa.Table] | None) -> None:
