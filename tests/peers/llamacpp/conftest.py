@@ -1,9 +1,10 @@
 """Fixtures: a real llama.cpp server on the scripted model (see ``model.py``).
 
-The first run on a machine builds ``llama-server`` (about four minutes on two cores): it
-starts in the background at collection, the other tests run meanwhile, and the tests that
-need the server wait for it with their time limit raised for the wait. A failed build
-makes every test that needs the server fail (never skip) with the build's output.
+The first run on a machine builds ``llama-server`` (about three minutes on two idle
+cores, longer beside the tests): it starts in the background at collection, the other
+tests run meanwhile, and the tests that need the server wait for it with their time limit
+raised for the wait. A failed build makes every test that needs the server fail (never
+skip) with the build's output.
 """
 
 from __future__ import annotations
