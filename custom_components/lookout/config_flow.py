@@ -7,6 +7,7 @@ map Home Assistant users to lookout users.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import voluptuous as vol
@@ -44,6 +45,16 @@ TIMEOUT_SELECTOR = selector.NumberSelector(
     )
 )
 TEXT_SELECTOR = selector.TextSelector()
+
+
+def _user_and_timeout(defaults: Mapping[str, Any]) -> dict[Any, Any]:
+    """The fields that set-up and the options share: the lookout user and the timeout."""
+    return {
+        vol.Required(CONF_USER, default=defaults.get(CONF_USER, DEFAULT_USER)): TEXT_SELECTOR,
+        vol.Required(
+            CONF_TIMEOUT, default=defaults.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)
+        ): TIMEOUT_SELECTOR,
+    }
 
 
 def valid_prefix(prefix: str) -> bool:
@@ -128,12 +139,7 @@ class LookoutConfigFlow(ConfigFlow, domain=DOMAIN):
                 vol.Required(
                     CONF_PREFIX, default=defaults.get(CONF_PREFIX, DEFAULT_PREFIX)
                 ): TEXT_SELECTOR,
-                vol.Required(CONF_USER, default=defaults.get(CONF_USER, DEFAULT_USER)): (
-                    TEXT_SELECTOR
-                ),
-                vol.Required(
-                    CONF_TIMEOUT, default=defaults.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)
-                ): TIMEOUT_SELECTOR,
+                **_user_and_timeout(defaults),
             }
         )
         return self.async_show_form(
@@ -183,16 +189,7 @@ class LookoutOptionsFlow(OptionsFlow):
                     options.update({CONF_USER: user, CONF_TIMEOUT: int(user_input[CONF_TIMEOUT])})
                     return self.async_create_entry(data=options)
         defaults = user_input or options
-        schema = vol.Schema(
-            {
-                vol.Required(CONF_USER, default=defaults.get(CONF_USER, DEFAULT_USER)): (
-                    TEXT_SELECTOR
-                ),
-                vol.Required(
-                    CONF_TIMEOUT, default=defaults.get(CONF_TIMEOUT, DEFAULT_TIMEOUT)
-                ): TIMEOUT_SELECTOR,
-            }
-        )
+        schema = vol.Schema(_user_and_timeout(defaults))
         return self.async_show_form(
             step_id="settings",
             data_schema=schema,

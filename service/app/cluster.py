@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -299,12 +299,4 @@ def _acked(message: Message, key: int, pending: set[int], settled: asyncio.Event
         if not pending:
             settled.set()
 
-    return Message(
-        topic=message.topic,
-        payload=message.payload,
-        qos=message.qos,
-        retain=message.retain,
-        response_topic=message.response_topic,
-        correlation_data=message.correlation_data,
-        _ack=ack,
-    )
+    return replace(message, _ack=ack)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import pytest
 
@@ -36,26 +35,12 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(300
 IN_A_ROW = 3
 
 
-def llm(server: LlamaServer) -> dict[str, Any]:
-    """lookout's ``llm`` section for the one server."""
-    return {
-        "providers": {
-            "local": {
-                "base_url": server.base_url,
-                "api_key": server.api_key or "none",
-                "model": "lookout-tiny",
-                "timeout_s": 30,
-            }
-        }
-    }
-
-
 async def test_the_ask_script_gets_the_real_model_s_answer_after_a_tool_round(
     homeassistant: HomeAssistant,
     lookout: Lookout,
     llama_server: LlamaServer,  # noqa: F811
 ) -> None:
-    await lookout.start(homeassistant, llm=llm(llama_server))
+    await lookout.start(homeassistant, llm=llama_server.lookout_llm())
     log_start = len(lookout.log_text())  # the log file holds the earlier tests' runs too
     for n in range(IN_A_ROW):
         response = await ask(homeassistant, f"Were there any cars today? ({n})", wait_s=60)
@@ -77,7 +62,7 @@ async def test_the_blueprint_tells_the_phone_what_the_real_model_saw(
     llama_vision_server: LlamaServer,  # noqa: F811
 ) -> None:
     await set_automations(homeassistant, set())
-    await lookout.start(homeassistant, llm=llm(llama_vision_server))
+    await lookout.start(homeassistant, llm=llama_vision_server.lookout_llm())
     what = f"a giraffe is on the lawn ({uuid.uuid4().hex[:6]})"
     await lookout.frame("porch", RED)
     await run_blueprint(homeassistant, "porch", what, minutes=5)

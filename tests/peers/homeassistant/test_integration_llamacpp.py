@@ -26,15 +26,7 @@ async def test_assist_asks_lookout_which_asks_the_real_llama_cpp_server(
     lookout_service: Lookout,
     llama_server: LlamaServer,  # noqa: F811
 ) -> None:
-    provider = {
-        "base_url": llama_server.base_url,
-        "api_key": llama_server.api_key or "none",
-        "model": "lookout-tiny",
-        "timeout_s": 30,
-    }
-    await lookout_service.start(
-        homeassistant, users=LOOKOUT_USERS, llm={"providers": {"local": provider}}
-    )
+    await lookout_service.start(homeassistant, users=LOOKOUT_USERS, llm=llama_server.lookout_llm())
     try:
         events = await run_pipeline(homeassistant, "Were there any cars today?")
     finally:

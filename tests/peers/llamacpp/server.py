@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 STOP_GRACE_S = 1.0
 LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
@@ -92,6 +92,16 @@ class LlamaServer:
     def base_url(self) -> str:
         """The OpenAI-compatible base URL (``…/v1``)."""
         return f"{self.url}/v1"
+
+    def lookout_llm(self, **extra: Any) -> dict[str, Any]:
+        """lookout's ``llm`` section with this server as its one provider, ``local``."""
+        provider = {
+            "base_url": self.base_url,
+            "api_key": self.api_key or "none",
+            "model": self.alias,
+            "timeout_s": 30,
+        }
+        return {"providers": {"local": {**provider, **extra}}}
 
     @property
     def pid(self) -> int | None:

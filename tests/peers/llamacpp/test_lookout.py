@@ -31,20 +31,6 @@ pytestmark = pytest.mark.e2e
 USER = "alice"
 
 
-def provider(server: LlamaServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "providers": {
-            "local": {
-                "base_url": server.base_url,
-                "api_key": server.api_key or "none",
-                "model": "lookout-tiny",
-                "timeout_s": 30,
-                **extra,
-            }
-        }
-    }
-
-
 async def start(worker_factory, broker, mqtt, llm: dict[str, Any], **config: Any) -> str:
     prefix = f"lk{uuid.uuid4().hex[:8]}"
     cfg = {
@@ -87,7 +73,7 @@ def requests_served(server: LlamaServer) -> int:
 
 
 async def test_streamed_and_unstreamed_answers(llama_server, worker_factory, broker, mqtt):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     streamed = await chat(mqtt, prefix, text="How is the gravel path?")
     done = streamed[-1]
     assert done["type"] == "done", done
@@ -100,7 +86,7 @@ async def test_streamed_and_unstreamed_answers(llama_server, worker_factory, bro
 
 
 async def test_a_tool_round_and_two_calls_in_one_turn(llama_server, worker_factory, broker, mqtt):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     one = await chat(mqtt, prefix, text="Were there any cars today?")
     assert one[-1]["type"] == "done", one[-1]
     calls = [r for r in one if r["type"] == "tool_call"]
@@ -116,7 +102,7 @@ async def test_a_tool_round_and_two_calls_in_one_turn(llama_server, worker_facto
 
 
 async def test_reasoning_on_and_off(llama_server, worker_factory, broker, mqtt):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     on = await chat(mqtt, prefix, text="ponder the garage", enable_thinking=True)
     done = on[-1]
     assert done["message"]["content"] == THINK_ANSWER
@@ -128,7 +114,7 @@ async def test_reasoning_on_and_off(llama_server, worker_factory, broker, mqtt):
 
 
 async def test_a_conversation_continues(llama_server, worker_factory, broker, mqtt):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     first = await chat(mqtt, prefix, text="Were there cars?")
     conversation = first[-1]["conversation_id"]
     # No trigger in the follow-up: the server sees the whole conversation, whose latest
@@ -143,7 +129,7 @@ async def test_a_conversation_continues(llama_server, worker_factory, broker, mq
 async def test_many_requests_in_a_row(llama_server, worker_factory, broker, mqtt):
     # llama-server closes the connection after every stream although it says keep-alive:
     # lookout must not fail the next request on the dead pooled connection.
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server, max_retries=0))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm(max_retries=0))
     for _ in range(8):
         replies = await chat(mqtt, prefix, text="gravel")
         assert replies[-1]["type"] == "done", replies[-1]
@@ -151,7 +137,7 @@ async def test_many_requests_in_a_row(llama_server, worker_factory, broker, mqtt
 
 async def test_context_overflow(make_llama_server, worker_factory, broker, mqtt):
     small = make_llama_server(ctx_size=256, parallel=1)
-    prefix = await start(worker_factory, broker, mqtt, provider(small))
+    prefix = await start(worker_factory, broker, mqtt, small.lookout_llm())
     replies = await chat(mqtt, prefix, text="gravel")
     assert replies[-1]["type"] == "error"
     assert replies[-1]["error"]["code"] == "llm_context_overflow"
@@ -159,7 +145,7 @@ async def test_context_overflow(make_llama_server, worker_factory, broker, mqtt)
 
 async def test_wrong_api_key_and_server_down(make_llama_server, worker_factory, broker, mqtt):
     keyed = make_llama_server(api_key="right")
-    prefix = await start(worker_factory, broker, mqtt, provider(keyed, api_key="wrong"))
+    prefix = await start(worker_factory, broker, mqtt, keyed.lookout_llm(api_key="wrong"))
     replies = await chat(mqtt, prefix, text="gravel")
     assert replies[-1]["error"]["code"] == "llm_auth"
     assert "wrong" not in str(replies)
@@ -170,7 +156,7 @@ async def test_wrong_api_key_and_server_down(make_llama_server, worker_factory, 
 
 async def test_server_killed_mid_stream(make_llama_server, worker_factory, broker, mqtt):
     server = make_llama_server()
-    prefix = await start(worker_factory, broker, mqtt, provider(server))
+    prefix = await start(worker_factory, broker, mqtt, server.lookout_llm())
     rid = uuid.uuid4().hex[:12]
     queue = await mqtt.subscribe(f"{prefix}/{USER}/reply/{rid}")
     await mqtt.publish(f"{prefix}/{USER}/chat", {"id": rid, "text": "tell it forever"})
@@ -184,7 +170,7 @@ async def test_server_killed_mid_stream(make_llama_server, worker_factory, broke
 
 
 async def test_out_of_tokens_is_not_out_of_steps(llama_server, worker_factory, broker, mqtt):
-    llm = provider(llama_server, extra_body={"max_tokens": 4})
+    llm = llama_server.lookout_llm(extra_body={"max_tokens": 4})
     prefix = await start(worker_factory, broker, mqtt, llm)
     thinking = await chat(mqtt, prefix, text="ponder", enable_thinking=True, stream=False)
     done = thinking[-1]
@@ -202,7 +188,7 @@ async def test_out_of_tokens_is_not_out_of_steps(llama_server, worker_factory, b
 async def test_a_client_held_chain_may_carry_server_fields(
     llama_server, worker_factory, broker, mqtt
 ):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     messages = [
         {"role": "user", "content": "ponder"},
         {
@@ -222,7 +208,7 @@ async def test_a_client_held_chain_may_carry_server_fields(
 
 async def test_a_text_only_server_is_not_unavailable(llama_server, worker_factory, broker, mqtt):
     # llama.cpp without --mmproj answers images with HTTP 500 "image input is not supported".
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     await mqtt.publish(f"{prefix}/camera/front_door/frame", SNAPSHOT_JPEG, qos=0)
     worker = start.worker  # type: ignore[attr-defined]
     before = requests_served(llama_server)
@@ -245,7 +231,7 @@ async def test_a_text_only_server_is_not_unavailable(llama_server, worker_factor
 async def test_a_watch_with_a_real_json_schema_verdict(
     llama_vision_server, worker_factory, broker, mqtt
 ):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_vision_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_vision_server.lookout_llm())
     alert = await watch_giraffes(mqtt, prefix)
     assert alert["end_reason"] == "condition_met" or alert.get("status") == "success", alert
     assert "Giraffe alert" in str(alert)
@@ -254,6 +240,6 @@ async def test_a_watch_with_a_real_json_schema_verdict(
 async def test_a_watch_on_a_server_that_cannot_see_stops_at_once(
     llama_server, worker_factory, broker, mqtt
 ):
-    prefix = await start(worker_factory, broker, mqtt, provider(llama_server))
+    prefix = await start(worker_factory, broker, mqtt, llama_server.lookout_llm())
     alert = await watch_giraffes(mqtt, prefix)
     assert "cannot take images" in str(alert), alert
