@@ -177,6 +177,10 @@ def device_config(
     return {
         "dev": {
             "identifiers": [node],
+            # Home Assistant fills this in when it validates the device, but 2025.4.4 once
+            # built an entity from a device block without it and logged a KeyError on
+            # 'connections' (1 of 8 test runs); stated, it is there on every path.
+            "connections": [],
             "name": settings.device_name,
             "manufacturer": "lookout",
             "model": "MQTT chat and camera watch for Frigate",
