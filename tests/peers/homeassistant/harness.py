@@ -489,17 +489,39 @@ class HomeAssistant:
         predicate: Callable[[dict[str, Any] | None], bool],
         timeout: float = 30,
     ) -> dict[str, Any] | None:
-        """The entity's state once ``predicate`` holds (now or after a state change)."""
+        """The entity's state once ``predicate`` holds (now or after a state change).
+
+        Raises:
+            AssertionError: It did not within ``timeout`` seconds (with the state it has).
+        """
         trigger = {"trigger": "state", "entity_id": entity_id}
-        async with self.subscription({"type": "subscribe_trigger", "trigger": trigger}) as sub:
-            # Subscribed first, read second: no change can fall between the two.
-            state = await self.get_state(entity_id)
-            if predicate(state):
-                return state
-            event = await sub.wait_for(
-                lambda e: predicate(e["variables"]["trigger"]["to_state"]), timeout
-            )
-            return event["variables"]["trigger"]["to_state"]  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                async with self.subscription(
+                    {"type": "subscribe_trigger", "trigger": trigger}
+                ) as sub:
+                    # Subscribed first, read second: no change can fall between the two.
+                    state = await self.get_state(entity_id)
+                    if predicate(state):
+                        return state
+                    event = await sub.wait_for(
+                        lambda e: predicate(e["variables"]["trigger"]["to_state"]),
+                        max(0.0, deadline - loop.time()),
+                    )
+                    return event["variables"]["trigger"]["to_state"]  # type: ignore[no-any-return]
+            except ConnectionError:
+                # The websocket dropped (see HaWebSocket._connected): the state is a level,
+                # so subscribing again and reading it again loses nothing.
+                if loop.time() >= deadline:
+                    raise
+            except TimeoutError:
+                state = await self.get_state(entity_id)
+                raise AssertionError(
+                    f"{entity_id} did not reach the awaited state in {timeout} s; it is "
+                    f"{state and state['state']!r} (websocket drops: {self.ws.drops})"
+                ) from None
 
     @contextlib.asynccontextmanager
     async def subscription(self, payload: dict[str, Any]) -> AsyncIterator[Subscription]:

@@ -215,12 +215,22 @@ class Lookout:
         if self.worker is None:
             return
         worker, self.worker = self.worker, None
+        log_start = len(self.log_text())
         await asyncio.to_thread(worker.stop)
-        if ha is not None:
+        if ha is None:
+            return
+        try:
             await ha.wait_for_state(
                 "binary_sensor.lookout_broker_connection",
                 lambda s: s is None or s["state"] != "on",
             )
+        except AssertionError as exc:
+            # What lookout did on its way out: whether it said offline, and how it ended.
+            goodbye = self.log_text()[log_start:].splitlines()[-15:]
+            raise AssertionError(
+                f"{exc}\nlookout exited with {worker.proc and worker.proc.returncode}; "
+                "the end of its log:\n" + "\n".join(goodbye)
+            ) from None
 
     def log_text(self) -> str:
         path = self.workdir / "lookout.log"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,23 +27,35 @@ class HaCommandError(RuntimeError):
 
 
 class Subscription:
-    """The events of one subscription, in arrival order."""
+    """The events of one subscription, in arrival order.
+
+    When its connection closes, waiting for its next event raises ``ConnectionError`` at
+    once (it would never get one), so a caller can subscribe again rather than wait out
+    its whole timeout.
+    """
 
     def __init__(self, client: HaWebSocket, msg_id: int, queue: asyncio.Queue[Any]) -> None:
         self.id = msg_id
         self._client = client
         self._queue = queue
 
+    async def _get(self) -> Any:
+        event = await self._queue.get()
+        if isinstance(event, ConnectionError):
+            self._queue.put_nowait(event)  # every later wait raises it too
+            raise event
+        return event
+
     async def next(self, timeout: float = 30) -> Any:
         """The next event (the ``event`` member of Home Assistant's message)."""
         async with asyncio.timeout(timeout):
-            return await self._queue.get()
+            return await self._get()
 
     async def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 30) -> Any:
         """The first event (from now on, in order) that satisfies ``predicate``."""
         async with asyncio.timeout(timeout):
             while True:
-                event = await self._queue.get()
+                event = await self._get()
                 if predicate(event):
                     return event
 
@@ -64,6 +77,8 @@ class HaWebSocket:
         self._reader: asyncio.Task[None] | None = None
         self._reconnecting = asyncio.Lock()
         self._closed = False
+        self.drops = 0
+        """How many times Home Assistant closed the connection under us."""
 
     async def connect(self, timeout: float = 30) -> None:
         self._queues.clear()  # a new connection: the old one's subscriptions are gone
@@ -87,10 +102,21 @@ class HaWebSocket:
             # Coalesced messages arrive as a list (a feature a client may opt into).
             for item in data if isinstance(data, list) else [data]:
                 self._dispatch(item)
-        closed = ConnectionError("Home Assistant closed the websocket")
+        ws = self._ws
+        closed = ConnectionError(
+            f"Home Assistant closed the websocket (close code {ws.close_code}, "
+            f"{ws.exception() or 'no error'})"
+        )
+        if not self._closed:
+            self.drops += 1
+            # In the test's output: a drop explains a wait that failed, and a net that
+            # hides drops must not hide that they happen.
+            print(f"ha websocket: {closed}; connecting again", file=sys.stderr)
         for future in self._results.values():
             if not future.done():
                 future.set_exception(closed)
+        for queue in self._queues.values():
+            queue.put_nowait(closed)
 
     def _dispatch(self, item: dict[str, Any]) -> None:
         msg_id = item.get("id")
@@ -107,7 +133,8 @@ class HaWebSocket:
         It does when the client leaves its pings unanswered for about a minute: a test's
         synchronous fixture that waits minutes (the llama.cpp build on a fresh machine)
         stops the event loop that would answer them. A subscription of the closed
-        connection gets no more events; a later command works.
+        connection raises ``ConnectionError`` (see ``Subscription``); a later command or
+        subscription works.
         """
         async with self._reconnecting:
             if self._ws is not None and self._ws.closed and not self._closed:

@@ -10,7 +10,8 @@ skip) with the build's output.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,42 +44,57 @@ async def llama_binary() -> Path:
     return await asyncio.to_thread(build.server_binary)
 
 
-@pytest.fixture(scope="session")
-def llama_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# The session-scoped fixtures below write files and start processes in a thread, for the
+# same reason as ``llama_binary``: under a loaded CI machine either can take long enough
+# for a blocked event loop to cost the session its Home Assistant websocket.
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scripted GGUF, written once per session."""
     path = tmp_path_factory.mktemp("llama-model") / "scripted.gguf"
-    write_model(path)
+    await asyncio.to_thread(write_model, path)
     return path
 
 
-@pytest.fixture(scope="session")
-def llama_projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The hand-made vision projector for ``--mmproj``."""
     path = tmp_path_factory.mktemp("llama-mmproj") / "projector.gguf"
-    write_projector(path)
+    await asyncio.to_thread(write_projector, path)
     return path
 
 
-@pytest.fixture(scope="session")
-def llama_server(
+@contextlib.asynccontextmanager
+async def _serving(server: LlamaServer) -> AsyncIterator[LlamaServer]:
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_server(
     llama_binary: Path, llama_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LlamaServer]:
+) -> AsyncIterator[LlamaServer]:
     """One server for the session; tests must not stop or kill it (use ``make_llama_server``)."""
     log = tmp_path_factory.mktemp("llama-log") / "llama-server.log"
-    with LlamaServer(llama_binary, llama_model, log) as server:
+    async with _serving(LlamaServer(llama_binary, llama_model, log)) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
-def llama_vision_server(
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_vision_server(
     llama_binary: Path,
     llama_model: Path,
     llama_projector: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LlamaServer]:
+) -> AsyncIterator[LlamaServer]:
     """Like ``llama_server``, with the projector: image parts are accepted (and ignored)."""
     log = tmp_path_factory.mktemp("llama-log") / "llama-vision-server.log"
-    with LlamaServer(llama_binary, llama_model, log, mmproj=llama_projector) as server:
+    server = LlamaServer(llama_binary, llama_model, log, mmproj=llama_projector)
+    async with _serving(server):
         yield server
 
 
