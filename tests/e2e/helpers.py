@@ -64,14 +64,19 @@ class Lookout:
 
 @contextlib.asynccontextmanager
 async def lookout_with_fake_llm(
-    broker: Any, worker_factory: Any, mqtt: MqttTestClient, **config: Any
+    broker: Any,
+    worker_factory: Any,
+    mqtt: MqttTestClient,
+    *,
+    llm_timeout_s: float = 5,
+    **config: Any,
 ) -> AsyncIterator[Lookout]:
     """The real `lookout run` on a prefix of its own, its model server the fake LLM."""
     async with FakeLLM() as fake:
         prefix = f"lk{uuid.uuid4().hex[:8]}"
         fp = f"{prefix}fr"
         provider = {"base_url": fake.base_url, "api_key": "sk-e2e-test", "model": "fake-model",
-                    "max_retries": 0, "timeout_s": 5}  # fmt: skip
+                    "max_retries": 0, "timeout_s": llm_timeout_s}  # fmt: skip
         cfg = {"llm": {"providers": {"fake": provider}}, "frigate": {"topic_prefix": fp}, **config}
         worker = worker_factory(broker, prefix=prefix, config=cfg)
         worker.start()

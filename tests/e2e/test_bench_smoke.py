@@ -37,14 +37,16 @@ def find(rows: list[dict[str, str]], words: str) -> dict[str, str]:
     return matches[0]
 
 
-@pytest.mark.timeout(90)
+# About a minute on an idle machine, over 85 s beside a fresh machine's builds: the limits
+# only stop a hang.
+@pytest.mark.timeout(330)
 def test_run_all_smoke_produces_the_whole_table(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     results = tmp_path / "results.md"
     proc = subprocess.run(
         [sys.executable, "bench/run_all.py", "--smoke", "--json", str(out),
          "--results", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=85,
+        cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sections = json.loads(out.read_text())

@@ -170,26 +170,29 @@ async def test_watch_start_list_cancel(env: Lookout, mqtt: MqttTestClient):
     assert missing.code == 1 and missing.stderr.startswith("lookout: error not_found: ")
 
 
-async def test_ctrl_c_cancels_the_running_chat(env: Lookout, mqtt: MqttTestClient):
-    env.fake.push(hang())
-    replies = await mqtt.subscribe(f"{env.prefix}/alice/reply/+")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "ask", "wait forever", "--config", env.config,
-        "--user", "alice", cwd=REPO, env={k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        await env.fake.wait_for_requests(1, timeout=20)  # the question reached the model
-        proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 130, err
-    assert b"cancelling the request" in err and b"Traceback" not in err
-    # lookout ended the chat with the caller's cancel.
-    async with asyncio.timeout(20):
-        while (reply := (await next_message(replies, 20)).json())["type"] != "error":
-            pass
-    assert reply["error"]["code"] == "cancelled"
+async def test_ctrl_c_cancels_the_running_chat(broker, worker_factory, mqtt: MqttTestClient):
+    # The model's time limit is far beyond the test's: with the usual 5 s, a loaded machine
+    # once let the model time out before the interrupt reached `ask`.
+    async with lookout_with_fake_llm(broker, worker_factory, mqtt, llm_timeout_s=120) as env:
+        env.fake.push(hang())
+        replies = await mqtt.subscribe(f"{env.prefix}/alice/reply/+")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "ask", "wait forever", "--config", env.config,
+            "--user", "alice", cwd=REPO, env={k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await env.fake.wait_for_requests(1, timeout=20)  # the question reached the model
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 130, err
+        assert b"cancelling the request" in err and b"Traceback" not in err
+        # lookout ended the chat with the caller's cancel.
+        async with asyncio.timeout(20):
+            while (reply := (await next_message(replies, 20)).json())["type"] != "error":
+                pass
+        assert reply["error"]["code"] == "cancelled"
