@@ -47,6 +47,44 @@ async def test_the_websocket_connects_again_after_home_assistant_closed_it(
     await states.unsubscribe()  # the old connection's: nothing to end, and no error
 
 
+async def test_a_subscription_of_a_closed_websocket_fails_at_once(
+    homeassistant: HomeAssistant,
+) -> None:
+    states = await homeassistant.ws.subscribe({"type": "subscribe_events"})
+    await homeassistant.ws._ws.close()  # type: ignore[union-attr]
+    # At once: not the 60 s timeout that a subscription nobody feeds would wait out.
+    with pytest.raises(ConnectionError, match="closed the websocket"):
+        await states.next(timeout=60)
+    with pytest.raises(ConnectionError):  # and again, for any later wait
+        await states.wait_for(lambda _e: True, timeout=60)
+    await states.unsubscribe()
+
+
+async def test_a_wait_for_a_state_outlives_a_dropped_websocket(
+    homeassistant: HomeAssistant,
+) -> None:
+    entity = f"sensor.harness_{uuid.uuid4().hex[:8]}"
+    await homeassistant.api("POST", f"/api/states/{entity}", {"state": "before"})
+    tasks: list[asyncio.Task[None]] = []
+
+    async def drop_then_change() -> None:
+        await homeassistant.ws._ws.close()  # type: ignore[union-attr]
+        await homeassistant.api("POST", f"/api/states/{entity}", {"state": "after"})
+
+    def after(state: dict[str, object] | None) -> bool:
+        # The first look (subscribed, state read): drop the connection under the wait,
+        # then change the state, whose event the dropped subscription never gets.
+        if not tasks:
+            tasks.append(asyncio.create_task(drop_then_change()))
+        return state is not None and state["state"] == "after"
+
+    drops = homeassistant.ws.drops
+    state = await homeassistant.wait_for_state(entity, after, timeout=60)
+    assert state is not None and state["state"] == "after"
+    await tasks[0]
+    assert homeassistant.ws.drops == drops + 1
+
+
 async def test_mqtt_entry_is_loaded_on_the_test_broker(
     homeassistant: HomeAssistant, ha_broker: Broker
 ) -> None:

@@ -94,15 +94,15 @@ class HaWebSocket:
         self._reader = asyncio.create_task(self._read(), name="ha-websocket-reader")
 
     async def _read(self) -> None:
-        assert self._ws is not None
-        async for message in self._ws:
+        ws = self._ws  # this connection's, whatever self._ws becomes meanwhile
+        assert ws is not None
+        async for message in ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 break
             data = message.json()
             # Coalesced messages arrive as a list (a feature a client may opt into).
             for item in data if isinstance(data, list) else [data]:
                 self._dispatch(item)
-        ws = self._ws
         closed = ConnectionError(
             f"Home Assistant closed the websocket (close code {ws.close_code}, "
             f"{ws.exception() or 'no error'})"
@@ -111,7 +111,7 @@ class HaWebSocket:
             self.drops += 1
             # In the test's output: a drop explains a wait that failed, and a net that
             # hides drops must not hide that they happen.
-            print(f"ha websocket: {closed}; connecting again", file=sys.stderr)
+            print(f"ha websocket: {closed}; connecting again at the next command", file=sys.stderr)
         for future in self._results.values():
             if not future.done():
                 future.set_exception(closed)
