@@ -497,6 +497,7 @@ class HomeAssistant:
         trigger = {"trigger": "state", "entity_id": entity_id}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        drops = 0
         while True:
             try:
                 async with self.subscription(
@@ -513,8 +514,10 @@ class HomeAssistant:
                     return event["variables"]["trigger"]["to_state"]  # type: ignore[no-any-return]
             except ConnectionError:
                 # The websocket dropped (see HaWebSocket._connected): the state is a level,
-                # so subscribing again and reading it again loses nothing.
-                if loop.time() >= deadline:
+                # so subscribing again and reading it again loses nothing. A few times at
+                # most: a connection that fails at once again is not a drop.
+                drops += 1
+                if loop.time() >= deadline or drops >= 3:
                     raise
             except TimeoutError:
                 state = await self.get_state(entity_id)
