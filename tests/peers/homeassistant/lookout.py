@@ -215,7 +215,7 @@ class Lookout:
         if self.worker is None:
             return
         worker, self.worker = self.worker, None
-        log_start = len(self.log_text())
+        log_start = self.log_size()
         await asyncio.to_thread(worker.stop)
         if ha is None:
             return
@@ -226,15 +226,25 @@ class Lookout:
             )
         except AssertionError as exc:
             # What lookout did on its way out: whether it said offline, and how it ended.
-            goodbye = self.log_text()[log_start:].splitlines()[-15:]
+            goodbye = self.log_text(log_start).splitlines()[-15:]
             raise AssertionError(
                 f"{exc}\nlookout exited with {worker.proc and worker.proc.returncode}; "
                 "the end of its log:\n" + "\n".join(goodbye)
             ) from None
 
-    def log_text(self) -> str:
+    def log_size(self) -> int:
+        """Where the log file ends now (it holds every run of the session)."""
         path = self.workdir / "lookout.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return path.stat().st_size if path.exists() else 0
+
+    def log_text(self, since: int = 0) -> str:
+        """The log from byte ``since`` on (a :meth:`log_size`) to its end."""
+        path = self.workdir / "lookout.log"
+        if not path.exists():
+            return ""
+        with path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
 
     # -- MQTT, as lookout's other clients (Frigate, the cameras) ---------------------------
 

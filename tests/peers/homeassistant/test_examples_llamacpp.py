@@ -41,7 +41,7 @@ async def test_the_ask_script_gets_the_real_model_s_answer_after_a_tool_round(
     llama_server: LlamaServer,  # noqa: F811
 ) -> None:
     await lookout.start(homeassistant, llm=llama_server.lookout_llm())
-    log_start = len(lookout.log_text())  # the log file holds the earlier tests' runs too
+    log_start = lookout.log_size()  # the log file holds the earlier tests' runs too
     for n in range(IN_A_ROW):
         response = await ask(homeassistant, f"Were there any cars today? ({n})", wait_s=60)
         assert response["ok"], (n, response)
@@ -50,7 +50,7 @@ async def test_the_ask_script_gets_the_real_model_s_answer_after_a_tool_round(
     # Each answer came after a tool round: lookout ran search_objects for the model.
     calls = [
         json.loads(line)
-        for line in lookout.log_text()[log_start:].splitlines()
+        for line in lookout.log_text(log_start).splitlines()
         if '"tool_called"' in line and '"search_objects"' in line
     ]
     assert len(calls) >= IN_A_ROW and all(c["ok"] for c in calls), calls

@@ -18,8 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 STOP_GRACE_S = 1.0
 LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
@@ -235,18 +234,6 @@ class LlamaServer:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _pump(source: IO[bytes], log: IO[bytes], listening: threading.Event, found: list[int]) -> None:
